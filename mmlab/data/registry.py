@@ -1,0 +1,82 @@
+"""The datasets the book trains on, by name.
+
+A :class:`DatasetSpec` says which modalities a dataset has (and their channels),
+how many classes, which options it takes, and how to build its train /
+validation / test splits. Everything above the data layer reaches a dataset
+through :func:`get_dataset`, so adding one (chapter 5's audio-visual digits,
+CREMA-D) is one entry here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+from ..errors import UnknownNameError
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    name: str
+    description: str
+    modalities: dict[str, int]  # modality -> input channels
+    num_classes: int
+    default_options: dict[str, Any] = field(default_factory=dict)
+    builder: Callable[..., dict] | None = None
+
+    def validate_options(self, options: Mapping[str, Any]) -> dict[str, Any]:
+        unknown = set(options) - set(self.default_options)
+        if unknown:
+            raise UnknownNameError(
+                f"{self.name} option", sorted(unknown)[0], self.default_options
+            )
+        return {**self.default_options, **options}
+
+    def load_splits(
+        self,
+        *,
+        train_size: int | None,
+        val_size: int,
+        test_size: int | None,
+        data_seed: int = 0,
+        options: Mapping[str, Any] | None = None,
+        root: str | None = None,
+    ) -> dict:
+        """The ``train``, ``val`` and ``test`` splits (:class:`MultimodalSplit`)."""
+        opts = self.validate_options(options or {})
+        return self.builder(
+            train_size=train_size, val_size=val_size, test_size=test_size,
+            data_seed=data_seed, root=root, **opts,
+        )
+
+
+def _build_cgmnist(*, train_size, val_size, test_size, data_seed, root, jitter_variance, val_coloring):
+    from .cgmnist import CGMNISTConfig, make_cgmnist
+    from .mnist import load_mnist
+
+    config = CGMNISTConfig(
+        jitter_variance=jitter_variance, train_size=train_size, val_size=val_size,
+        test_size=test_size, val_coloring=val_coloring, seed=data_seed,
+    )
+    return make_cgmnist(load_mnist(root), config)
+
+
+DATASETS: dict[str, DatasetSpec] = {
+    "cgmnist": DatasetSpec(
+        name="cgmnist",
+        description="Colored-and-gray MNIST: the same digit in gray and in a class-tied colour "
+        "(colour shortcut in training only)",
+        modalities={"gray": 1, "color": 3},
+        num_classes=10,
+        default_options={"jitter_variance": 0.03, "val_coloring": "test"},
+        builder=_build_cgmnist,
+    ),
+}
+
+
+def get_dataset(name: str) -> DatasetSpec:
+    """The dataset called ``name``; an unknown name lists the valid ones."""
+    try:
+        return DATASETS[name]
+    except (KeyError, TypeError):
+        raise UnknownNameError("dataset", name, DATASETS) from None
