@@ -1,0 +1,123 @@
+"""The configuration of one training run, and its identity.
+
+A :class:`RunConfig` holds every setting that changes a run's result. Its
+:attr:`~RunConfig.key` (a hash of those settings) names the run in the results
+store and in the checkpoint folder, so ``load_or_run`` can find a finished run
+again. Settings that do not change the result (device, progress bars) are not
+part of it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any, Mapping
+
+from .profiles import get_profile
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    dataset: str = "cgmnist"
+    method: str = "uniform"
+    seed: int = 0
+    profile: str = "quick"
+    method_options: Mapping[str, Any] = field(default_factory=dict)
+    dataset_options: Mapping[str, Any] = field(default_factory=dict)
+    train_size: int | None = 20000
+    val_size: int = 5000
+    test_size: int | None = None
+    epochs: int = 5
+    batch_size: int = 64
+    lr: float = 1e-3
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    grad_probe_every: int = 20
+    data_seed: int = 0  # the dataset draw (colours, splits) is the same for every training seed
+
+    @classmethod
+    def from_profile(
+        cls,
+        dataset: str = "cgmnist",
+        method: str = "uniform",
+        seed: int = 0,
+        profile: str | None = None,
+        method_options: Mapping[str, Any] | None = None,
+        dataset_options: Mapping[str, Any] | None = None,
+        **overrides: Any,
+    ) -> "RunConfig":
+        """A config with the profile's sizes and optimiser, then ``overrides``.
+
+        Names are checked here, so a typo fails before any training starts.
+        """
+        from .profiles import resolve_profile
+
+        prof = resolve_profile(profile)
+        known = {f.name for f in fields(cls)}
+        unknown = set(overrides) - known
+        if unknown:
+            raise TypeError(
+                f"Unknown RunConfig field(s) {sorted(unknown)}; valid: {sorted(known)}"
+            )
+        base = dict(
+            train_size=prof.train_size, val_size=prof.val_size, test_size=prof.test_size,
+            epochs=prof.epochs, batch_size=prof.batch_size, lr=prof.lr,
+            momentum=prof.momentum, weight_decay=prof.weight_decay,
+            grad_probe_every=prof.grad_probe_every,
+        )
+        base.update(overrides)
+        config = cls(
+            dataset=dataset, method=method, seed=int(seed), profile=prof.name,
+            method_options=dict(method_options or {}),
+            dataset_options=dict(dataset_options or {}), **base,
+        )
+        config.validate()
+        return config
+
+    def validate(self) -> "RunConfig":
+        """Check names and values; raise a clear error on the first bad one."""
+        from .data.registry import get_dataset
+        from .methods import build_method
+
+        get_profile(self.profile)
+        spec = get_dataset(self.dataset)
+        spec.validate_options(self.dataset_options)
+        build_method(self.method, spec.modalities, **self.method_options)
+        for name in ("epochs", "batch_size"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.batch_size < 2:
+            raise ValueError("batch_size must be at least 2 (BatchNorm needs two samples)")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be positive, got {self.lr}")
+        if self.grad_probe_every < 0:
+            raise ValueError("grad_probe_every must be >= 0 (0 switches the probe off)")
+        return self
+
+    # -- identity -------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["method_options"] = dict(sorted(self.method_options.items()))
+        d["dataset_options"] = dict(sorted(self.dataset_options.items()))
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "RunConfig":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+    @property
+    def key(self) -> str:
+        """A short stable hash of every setting that changes the result."""
+        blob = json.dumps(self.to_dict(), sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+    @property
+    def label(self) -> str:
+        """A readable name: the method, and its options (``unimodal-gray``)."""
+        opts = "-".join(str(v) for _, v in sorted(self.method_options.items()))
+        return f"{self.method}-{opts}" if opts else self.method
+
+    def with_(self, **changes: Any) -> "RunConfig":
+        return replace(self, **changes)

@@ -1,0 +1,31 @@
+"""Errors that the library raises on purpose, each with a message a reader can act on.
+
+(The data layer has its own two, :class:`mmlab.data.DataNotFoundError` and
+:class:`mmlab.data.DataIntegrityError`.)
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+
+class UnknownNameError(ValueError):
+    """A dataset, method, profile or option name that does not exist."""
+
+    def __init__(self, kind: str, name: object, valid: Iterable[str]):
+        self.kind, self.name, self.valid = kind, name, sorted(valid)
+        super().__init__(
+            f"Unknown {kind} {name!r}. Valid {kind}s: {', '.join(self.valid)}."
+        )
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The training loss became NaN or infinite; the run stopped.
+
+    The last good checkpoint (end of the previous epoch) is kept on disk, so
+    the run can be resumed with a smaller learning rate or inspected.
+    """
+
+
+class ResultsFileError(ValueError):
+    """A results record that cannot be parsed or does not match its schema."""

@@ -1,0 +1,138 @@
+"""The contract between the one training loop and a method.
+
+A *method* is a small object that plugs into declared hooks of
+:func:`mmlab.training.train`; no method copies the loop. One training step is::
+
+    on_epoch_start(state)                               # once per epoch
+    output = model(inputs, intervene=...)               # forward-time intervention
+    losses = method.losses(output, labels, state)       # named loss terms
+    total  = method.total_loss(losses, state)
+    if method.per_loss_gradients:                       # g per loss, per encoder,
+        grads = {loss: g_loss(encoder m)}               # from one forward pass
+        encoder grad <- method.combine_encoder_gradients(m, grads, state)
+        fusion / heads get the plain gradient of ``total``
+    else:
+        total.backward()
+    method.transform_gradients(output, labels, state)   # per modality's parameter group
+    optimizer.step(); method.on_step_end(state)
+    logs = method.on_epoch_end(state, evaluate)          # once per epoch
+
+Which later method needs which hook (../shared/reference/HOOKS.md):
+
+=========================  ==================================================
+hook                       used by
+=========================  ==================================================
+``modalities``             unimodal training (one encoder only)
+``needs_unimodal_heads``   uniform baseline, MMPareto, MGDA, PCGrad, GradNorm
+``setup``                  GradNorm / uncertainty weighting (extra parameters or
+                           optimiser), Greedy (MMTM fusion)
+``intervene``              OPM (drop a modality's features), Greedy (cut the
+                           cross-modal input), MLA (one modality per step)
+``losses``/``total_loss``  every method; G-Blending and GradNorm re-weight
+``combine_encoder_         MMPareto, MGDA, PCGrad (integrate g_m and g_u per
+gradients``                encoder)
+``transform_gradients``    OGM-GE (scale by k, add GE noise), PMR, AGM
+``on_step_end``            Greedy (re-balancing schedule), GradNorm updates
+``on_epoch_start/end``     OGM-GE window, G-Blending weights (with ``evaluate``),
+                           UDI / ReconBoost stages
+``state_dict``             anything the method must carry across a resume
+=========================  ==================================================
+
+Methods log what they want per step with ``state.log(name, value)``; the loop
+averages it over the epoch and stores it with the epoch's metrics.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from ..models import ModelOutput, MultimodalClassifier, ParameterGroups
+
+
+@dataclass
+class TrainState:
+    """What a hook may read (and, for ``optimizer`` and ``model``, act on)."""
+
+    model: MultimodalClassifier
+    groups: ParameterGroups
+    optimizer: torch.optim.Optimizer
+    device: torch.device
+    num_epochs: int
+    steps_per_epoch: int
+    epoch: int = 0  # 0-based, the epoch being trained
+    step: int = 0  # global optimiser step
+    generator: torch.Generator | None = None  # for a method's own randomness (resumable)
+    logger: Callable[[str, Any], None] | None = None
+
+    def log(self, name: str, value: Any) -> None:
+        """Record ``value`` (number or 0-d tensor) under ``name``; averaged per epoch."""
+        if self.logger is not None:
+            self.logger(name, value)
+
+
+class Method:
+    """Base class and the plain *one joint loss* method: cross-entropy of the
+    fused logits, back-propagated as it is (chapter 1)."""
+
+    name = "joint"
+    needs_unimodal_heads = False
+    per_loss_gradients = False
+
+    def modalities(self, available: Sequence[str]) -> list[str]:
+        """Which of the dataset's modalities the model is built with."""
+        return list(available)
+
+    def setup(self, state: TrainState) -> None:
+        """Called once after the model and optimiser exist (and before a resume)."""
+
+    def on_epoch_start(self, state: TrainState) -> None:
+        """Called before each training epoch."""
+
+    def intervene(self, features: dict[str, torch.Tensor], state: TrainState) -> dict[str, torch.Tensor]:
+        """Forward-time intervention on the features, before fusion (training only)."""
+        return features
+
+    def losses(self, output: ModelOutput, labels: torch.Tensor, state: TrainState) -> dict[str, torch.Tensor]:
+        """Named loss terms: ``multimodal`` for the fused head, ``unimodal/<m>`` for heads."""
+        return {"multimodal": F.cross_entropy(output.logits, labels)}
+
+    def total_loss(self, losses: dict[str, torch.Tensor], state: TrainState) -> torch.Tensor:
+        """The loss whose gradient the non-encoder parameters receive (default: the sum)."""
+        return torch.stack(list(losses.values())).sum()
+
+    def combine_encoder_gradients(
+        self, modality: str, grads: dict[str, list[torch.Tensor]], state: TrainState
+    ) -> list[torch.Tensor]:
+        """Integrate the per-loss gradients of one encoder (only with ``per_loss_gradients``).
+
+        ``grads[loss_name]`` is the list of gradients of that loss w.r.t. the
+        encoder's parameters (losses that do not reach the encoder are absent).
+        Default: their sum, which is what ``total.backward()`` would give.
+        """
+        per_param = zip(*grads.values())
+        return [torch.stack(gs).sum(0) for gs in per_param]
+
+    def transform_gradients(self, output: ModelOutput, labels: torch.Tensor, state: TrainState) -> None:
+        """After the backward pass, before the optimiser step: edit ``p.grad`` of a
+        modality's parameters, found in ``state.groups.encoders[m]``."""
+
+    def on_step_end(self, state: TrainState) -> None:
+        """After the optimiser step."""
+
+    def on_epoch_end(self, state: TrainState, evaluate: Callable[[str], dict]) -> dict[str, float]:
+        """After each epoch; ``evaluate(split)`` gives that split's metrics. Returns
+        extra values to store with the epoch's metrics."""
+        return {}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+    def describe(self) -> str:
+        return (self.__doc__ or self.name).strip().splitlines()[0]

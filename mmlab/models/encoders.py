@@ -1,0 +1,54 @@
+"""Per-modality encoders (explained in chapter 1, *Modality imbalance, observed*).
+
+The CG-MNIST encoder follows the papers' description (MMPareto App. B: "4 conv
+layers + 1 average pool"; PMR's public code gives the layer sizes): BatchNorm on
+the input, conv 5x5 -> 32, max-pool, conv 3x3 -> 32, conv 3x3 stride 2 -> 64,
+conv 3x3 -> 64, global average pool, linear 64 -> 512.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+
+class ConvEncoder(nn.Module):
+    """Four convolutions and an average pool: ``[N, C, 28, 28] -> [N, feature_dim]``."""
+
+    def __init__(self, in_channels: int, feature_dim: int = 512):
+        super().__init__()
+        self.in_channels, self.feature_dim = in_channels, feature_dim
+        self.net = nn.Sequential(
+            nn.BatchNorm2d(in_channels),
+            nn.Conv2d(in_channels, 32, 5, stride=1, padding=2), nn.ReLU(inplace=True),
+            nn.MaxPool2d(3, stride=2, padding=1),  # 28 -> 14
+            nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(inplace=True),
+            nn.Conv2d(32, 64, 3, stride=2, padding=1), nn.ReLU(inplace=True),  # 14 -> 7
+            nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(inplace=True),
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+            nn.Linear(64, feature_dim),
+        )
+
+    def forward(self, x):
+        return self.net(x)
+
+
+def init_weights(module: nn.Module) -> nn.Module:
+    """The original scripts' initialisation: kaiming-normal convolutions,
+    xavier-normal linear layers, zero biases, BatchNorm at (1, 0).
+
+    This matters: with PyTorch's default initialisation and lr 1e-3 the gray
+    encoder barely learns in the first epochs (see ../shared/reference/METHODS.md).
+    """
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear):
+            nn.init.xavier_normal_(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+    return module

@@ -1,0 +1,51 @@
+"""Concatenation fusion and its additive decomposition (chapter 1; derived in chapter 3).
+
+With features ``z^m`` of the modalities ``m = 1..M`` and one linear layer over
+their concatenation,
+
+.. math::  f(x) = W [z^1; \\dots; z^M] + b = \\sum_m \\left( W^m z^m + b / M \\right),
+
+where ``W^m`` is the block of columns of ``W`` that multiplies ``z^m``. Each
+term ``s^m = W^m z^m + b/M`` is that modality's *share* of the fused logits
+(OGM-GE, Peng et al. 2022, Eq. 5 and its code split the bias in halves for two
+modalities). The shares are what OGM-GE scores and what "each modality's
+accuracy" means for a model without unimodal heads.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class ConcatFusion(nn.Module):
+    """``f(x) = W [z^1; ...; z^M] + b`` with the per-modality shares exposed."""
+
+    def __init__(self, feature_dims: Mapping[str, int], num_classes: int):
+        super().__init__()
+        self.modalities = tuple(feature_dims)
+        self.feature_dims = dict(feature_dims)
+        self.linear = nn.Linear(sum(self.feature_dims.values()), num_classes)
+
+    def _column_slices(self) -> dict[str, slice]:
+        slices, start = {}, 0
+        for m in self.modalities:
+            slices[m] = slice(start, start + self.feature_dims[m])
+            start += self.feature_dims[m]
+        return slices
+
+    def forward(self, features: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """The fused logits, from the concatenated features."""
+        return self.linear(torch.cat([features[m] for m in self.modalities], dim=1))
+
+    def modality_shares(self, features: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """``s^m = W^m z^m + b/M`` for each modality; they add up to :meth:`forward`."""
+        weight, bias = self.linear.weight, self.linear.bias
+        share_of_bias = bias / len(self.modalities)
+        return {
+            m: F.linear(features[m], weight[:, cols], share_of_bias)
+            for m, cols in self._column_slices().items()
+        }

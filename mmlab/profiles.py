@@ -1,0 +1,82 @@
+"""Run profiles: how much training one run of a chapter costs.
+
+* ``smoke`` -- continuous integration: seconds per chapter on a CPU. The numbers
+  show that the code runs, not what the methods achieve.
+* ``quick`` -- a laptop CPU: minutes per chapter. Enough data and epochs for the
+  effects the chapters discuss to show, far short of the papers' protocol.
+* ``full``  -- the papers' protocol (MMPareto, App. B, for CG-MNIST: all training
+  images, 100 epochs, SGD lr 1e-3, momentum 0.9). Meant for a GPU.
+
+A profile fixes sizes and the optimiser; a :class:`mmlab.RunConfig` made from it
+can still override each field, and the override is part of the run's identity.
+Chapter notebooks take the profile from their papermill ``parameters`` cell,
+which defaults to the ``MMLAB_PROFILE`` environment variable.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from .errors import UnknownNameError
+
+DEFAULT_PROFILE = "quick"
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    description: str
+    train_size: int | None  # None: every training image not held out for validation
+    val_size: int
+    test_size: int | None  # None: the whole test set
+    epochs: int
+    batch_size: int
+    lr: float
+    momentum: float
+    weight_decay: float
+    seeds: tuple[int, ...]
+    grad_probe_every: int  # steps between measurements of per-loss encoder gradients
+
+
+PROFILES: dict[str, Profile] = {
+    "smoke": Profile(
+        name="smoke",
+        description="CI: a few thousand images, 3 epochs; proves the code runs, not what it achieves",
+        train_size=3000, val_size=500, test_size=1000, epochs=3, batch_size=64,
+        lr=1e-3, momentum=0.9, weight_decay=1e-4, seeds=(0,), grad_probe_every=8,
+    ),
+    "quick": Profile(
+        name="quick",
+        description="laptop CPU: 20k training images, 5 epochs (minutes per run)",
+        train_size=20000, val_size=5000, test_size=None, epochs=5, batch_size=64,
+        lr=1e-3, momentum=0.9, weight_decay=1e-4, seeds=(0,), grad_probe_every=20,
+    ),
+    "full": Profile(
+        name="full",
+        description="the papers' protocol: 55k training images, 100 epochs, SGD lr 1e-3 (GPU)",
+        train_size=None, val_size=5000, test_size=None, epochs=100, batch_size=64,
+        lr=1e-3, momentum=0.9, weight_decay=1e-4, seeds=(0, 1, 2), grad_probe_every=50,
+    ),
+}
+
+
+def get_profile(name: str) -> Profile:
+    """The profile called ``name``; an unknown name lists the valid ones."""
+    if isinstance(name, Profile):
+        return name
+    try:
+        return PROFILES[name]
+    except (KeyError, TypeError):
+        raise UnknownNameError("profile", name, PROFILES) from None
+
+
+def resolve_profile(name: str | None = None) -> Profile:
+    """The profile a chapter should use.
+
+    ``name`` (a notebook parameter) wins; else ``MMLAB_PROFILE``; else
+    ``quick``. A bad value gets an error naming the valid profiles.
+    """
+    if name is None or name == "":
+        name = os.environ.get("MMLAB_PROFILE") or DEFAULT_PROFILE
+    return get_profile(name)

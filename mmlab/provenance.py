@@ -1,0 +1,53 @@
+"""Where a number came from: package and library versions, commit, device, time."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import platform
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import __version__
+
+_REPO = Path(__file__).resolve().parent.parent
+
+
+def git_commit() -> tuple[str | None, bool | None]:
+    """(commit, dirty) of the checkout the package runs from, or (None, None).
+
+    Where the code runs from a copy without ``.git`` (a remote GPU machine, say),
+    ``MMLAB_GIT_COMMIT`` names the commit the copy was made from; such a copy
+    is clean by construction only if it was made from a clean tree, so the
+    launcher sets ``MMLAB_GIT_DIRTY`` too.
+    """
+    if os.environ.get("MMLAB_GIT_COMMIT"):
+        dirty = os.environ.get("MMLAB_GIT_DIRTY")
+        return os.environ["MMLAB_GIT_COMMIT"], None if dirty is None else dirty == "1"
+    try:
+        commit = subprocess.run(["git", "-C", str(_REPO), "rev-parse", "HEAD"], capture_output=True,
+                                text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(_REPO), "status", "--porcelain", "--", "mmlab"],
+                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+        return commit or None, bool(dirty)
+    except (OSError, subprocess.SubprocessError):
+        return None, None
+
+
+def provenance(*, device: str, wall_time_s: float, resumed: bool = False) -> dict[str, Any]:
+    commit, dirty = git_commit()
+    return {
+        "mmlab_version": __version__,
+        "git_commit": commit,
+        "git_dirty": dirty,  # uncommitted changes under mmlab/ when the run finished
+        "device": device,
+        "torch_version": torch.__version__,
+        "python_version": platform.python_version(),
+        "platform": platform.platform(),
+        "wall_time_s": round(wall_time_s, 2),
+        "resumed": resumed,
+        "finished_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }

@@ -1,0 +1,33 @@
+"""Pick the device: CUDA, then Apple's MPS, then the CPU; ``MMLAB_DEVICE`` or an
+argument overrides."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+
+def pick_device(preference: str | torch.device | None = None) -> torch.device:
+    """``preference`` (e.g. ``"cpu"``, ``"cuda:1"``), else ``$MMLAB_DEVICE``, else the
+    best available. Asking for an unavailable device is an error, not a silent fallback."""
+    choice = preference if preference not in (None, "", "auto") else os.environ.get("MMLAB_DEVICE", "auto")
+    if choice in ("", "auto"):
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    device = torch.device(choice)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"Device {choice!r} was asked for, but CUDA is not available here. Use 'cpu' or 'auto'.")
+    if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise RuntimeError(f"Device {choice!r} was asked for, but MPS is not available here. Use 'cpu' or 'auto'.")
+    return device
+
+
+def describe_device(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    return str(device)

@@ -1,0 +1,48 @@
+"""Widgets that work in Colab *and* in the static book.
+
+A widget whose callbacks run Python needs a live kernel; the rendered book has
+none. These explorers pre-render every view and switch between them with
+``jslink`` (a link the browser keeps), so the same widget is interactive in
+the HTML page, where myst-nb embeds the widget state.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import ipywidgets as widgets
+
+from .plots import figure_png
+
+
+def _image(png: bytes) -> widgets.Image:
+    return widgets.Image(value=png, format="png", layout=widgets.Layout(max_width="100%"))
+
+
+def view_switcher(views: Mapping[str, Mapping[str, bytes]], *, outer_label: str, inner_label: str):
+    """Two selectors over pre-rendered PNGs: ``views[outer][inner]``.
+
+    Every outer entry must offer the same inner keys. The outer choice is a row
+    of toggle buttons, the inner one a dropdown; both are linked in the browser
+    to the ``selected_index`` of nested :class:`ipywidgets.Stack` containers.
+    """
+    outer_keys = list(views)
+    inner_keys = list(next(iter(views.values())))
+    for key, inner in views.items():
+        if list(inner) != inner_keys:
+            raise ValueError(f"view {key!r} offers {list(inner)}, expected {inner_keys}")
+    outer = widgets.ToggleButtons(options=outer_keys, description=outer_label)
+    inner = widgets.Dropdown(options=inner_keys, description=inner_label)
+    stacks = []
+    for key in outer_keys:
+        stack = widgets.Stack([_image(views[key][k]) for k in inner_keys], selected_index=0)
+        widgets.jslink((inner, "index"), (stack, "selected_index"))
+        stacks.append(stack)
+    top = widgets.Stack(stacks, selected_index=0)
+    widgets.jslink((outer, "index"), (top, "selected_index"))
+    return widgets.VBox([outer, inner, top])
+
+
+def figures_to_views(figures: Mapping[str, Mapping[str, object]], dpi: int = 80) -> dict[str, dict[str, bytes]]:
+    """Render nested figures to PNG bytes (closing each figure)."""
+    return {o: {i: figure_png(fig, dpi=dpi) for i, fig in inner.items()} for o, inner in figures.items()}

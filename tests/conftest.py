@@ -1,0 +1,34 @@
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+if "MMLAB_DATA" not in os.environ and SHARED_DATA.is_dir():
+    os.environ["MMLAB_DATA"] = str(SHARED_DATA)
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+
+@pytest.fixture
+def tiny_config():
+    """A CG-MNIST run small enough for a unit test (a second or two on a CPU)."""
+    from mmlab import RunConfig
+
+    def make(method="uniform", **overrides):
+        base = dict(train_size=256, val_size=64, test_size=128, epochs=2, batch_size=32,
+                    grad_probe_every=2, lr=0.01)
+        base.update(overrides)
+        method_options = base.pop("method_options", {})
+        return RunConfig.from_profile(dataset="cgmnist", method=method, seed=base.pop("seed", 0),
+                                      profile="smoke", method_options=method_options, **base)
+
+    return make
+
+
+@pytest.fixture
+def results_dir(tmp_path, monkeypatch):
+    path = tmp_path / "results"
+    monkeypatch.setenv("MMLAB_RESULTS", str(path))
+    return path

@@ -1,0 +1,60 @@
+import subprocess
+import sys
+
+import pytest
+
+from mmlab import RunConfig, UnknownNameError, resolve_profile
+from mmlab.cli import main
+
+
+def test_unknown_names_list_the_valid_ones(capsys):
+    assert main(["train", "--method", "magic", "--profile", "smoke"]) == 2
+    err = capsys.readouterr().err
+    assert "Unknown method 'magic'" in err and "uniform" in err and "joint" in err
+    assert main(["train", "--dataset", "imagenet"]) == 2
+    assert "cgmnist" in capsys.readouterr().err
+    assert main(["train", "--profile", "huge"]) == 2
+    assert "smoke" in capsys.readouterr().err
+    assert main(["train", "--method", "unimodal", "--modality", "smell", "--profile", "smoke"]) == 2
+    assert "gray" in capsys.readouterr().err
+    assert main(["train", "--method", "uniform", "-o", "alpha=1", "--profile", "smoke"]) == 2
+    assert "alpha" in capsys.readouterr().err
+
+
+def test_help_lists_datasets_methods_profiles():
+    out = subprocess.run([sys.executable, "-m", "mmlab", "train", "--help"], capture_output=True, text=True,
+                         check=True).stdout
+    for word in ["cgmnist", "uniform", "joint", "unimodal", "smoke", "quick", "full"]:
+        assert word in out
+
+
+def test_cli_trains_and_stores(results_dir, capsys):
+    assert main(["train", "--method", "joint", "--profile", "smoke", "--epochs", "1", "--no-progress",
+                 "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "test acc" in out and "record:" in out
+    assert list(results_dir.glob("smoke/cgmnist/joint/seed0-*.json"))
+
+
+def test_profile_resolution(monkeypatch):
+    monkeypatch.delenv("MMLAB_PROFILE", raising=False)
+    assert resolve_profile(None).name == "quick"
+    monkeypatch.setenv("MMLAB_PROFILE", "smoke")
+    assert resolve_profile(None).name == "smoke"
+    assert resolve_profile("full").name == "full"
+    with pytest.raises(UnknownNameError, match="Valid profiles: full, quick, smoke"):
+        resolve_profile("fast")
+
+
+def test_config_key_changes_with_settings_only():
+    a = RunConfig.from_profile(method="uniform", profile="smoke")
+    assert a.key == RunConfig.from_profile(method="uniform", profile="smoke").key
+    assert a.key != RunConfig.from_profile(method="uniform", profile="smoke", seed=1).key
+    assert a.key != RunConfig.from_profile(method="uniform", profile="smoke", dataset_options={"jitter_variance": 0.1}).key
+    assert RunConfig.from_dict(a.to_dict()) == a
+    with pytest.raises(TypeError, match="Unknown RunConfig field"):
+        RunConfig.from_profile(profile="smoke", epoch=3)
+    with pytest.raises(ValueError, match="batch_size"):
+        RunConfig.from_profile(profile="smoke", batch_size=1)
+    with pytest.raises(UnknownNameError, match="jitter_variance"):
+        RunConfig.from_profile(profile="smoke", dataset_options={"jitter": 0.1})

@@ -1,0 +1,76 @@
+"""The results store: atomic writes, no silent overwrite, clear errors, load_or_run."""
+
+import json
+import os
+
+import pytest
+
+import mmlab.training as training
+from mmlab import ResultsFileError
+from mmlab.results import ResultsStore, read_record
+from mmlab.training import load_or_run
+
+
+def test_load_or_run_trains_once_then_loads(tiny_config, results_dir, monkeypatch):
+    config = tiny_config("joint", epochs=1)
+    store = ResultsStore()
+    assert store.root == results_dir
+    first = load_or_run(config, progress=False)
+    path = store.path_for(config)
+    assert path.exists() and path.is_relative_to(results_dir / "smoke" / "cgmnist" / "joint")
+    assert not (results_dir / ".checkpoints" / f"{config.key}.pt").exists()  # removed once stored
+
+    def boom(*a, **k):
+        raise AssertionError("trained again")
+
+    monkeypatch.setattr(training, "train", boom)
+    again = load_or_run(config, progress=False)
+    assert again["history"] == json.loads(json.dumps(first["history"]))  # the stored run, as trained
+    assert again["provenance"]["profile"] == "smoke"
+    with pytest.raises(AssertionError, match="trained again"):
+        load_or_run(config, progress=False, overwrite=True)
+
+
+def test_finished_record_is_not_overwritten(tiny_config, results_dir):
+    config = tiny_config("joint", epochs=1)
+    record = load_or_run(config, progress=False)
+    store = ResultsStore()
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        store.save(record)
+    store.save({**record, "label": "joint"}, overwrite=True)
+
+
+def test_write_is_atomic(tiny_config, results_dir, monkeypatch):
+    config = tiny_config("joint", epochs=1)
+    record = load_or_run(config, progress=False)
+    store = ResultsStore()
+    path = store.path_for(config)
+    before = path.read_bytes()
+
+    def failing_replace(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", failing_replace)
+    with pytest.raises(OSError, match="disk full"):
+        store.save({**record, "final": {"epoch": 99}}, overwrite=True)
+    assert path.read_bytes() == before
+    assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temp file left behind
+
+
+def test_corrupt_and_foreign_files_are_refused_with_their_name(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"schema": 1, "key": ')
+    with pytest.raises(ResultsFileError, match="bad.json"):
+        read_record(bad)
+    foreign = tmp_path / "foreign.json"
+    foreign.write_text('{"hello": 1}')
+    with pytest.raises(ResultsFileError, match="lacks"):
+        read_record(foreign)
+
+
+def test_records_filter(tiny_config, results_dir):
+    load_or_run(tiny_config("joint", epochs=1), progress=False)
+    load_or_run(tiny_config("joint", epochs=1, seed=1), progress=False)
+    store = ResultsStore()
+    assert len(store.records(profile="smoke", label="joint")) == 2
+    assert store.records(profile="full") == []

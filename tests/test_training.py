@@ -1,0 +1,150 @@
+"""The one training loop: a tiny run, its logs, the hooks, resume, NaN handling."""
+
+import math
+
+import pytest
+import torch
+
+from mmlab import NonFiniteLossError
+from mmlab.data.registry import get_dataset
+from mmlab.methods import TrainState
+from mmlab.methods.baselines import UniformBaseline, JointLoss
+from mmlab.models import build_model
+from mmlab.training import per_loss_encoder_gradients, train
+from mmlab.training.checkpoint import load_checkpoint
+
+
+def test_uniform_run_logs_what_the_chapter_needs(tiny_config, tmp_path):
+    record = train(tiny_config("uniform"), checkpoint_dir=tmp_path, progress=False, device="cpu")
+    assert [h["epoch"] for h in record["history"]] == [1, 2]
+    last = record["history"][-1]
+    for key in ["test/acc", "test/f1", "val/acc", "test/acc/gray", "test/acc/color",
+                "test/share_acc/gray", "train/grad_norm/gray", "train/grad_norm/color",
+                "train/cos_mm_uni/gray", "train/cos_mm_uni/color", "train/loss/unimodal/gray"]:
+        assert key in last, key
+        assert math.isfinite(last[key])
+    assert 0 <= last["test/acc"] <= 1 and -1 <= last["train/cos_mm_uni/gray"] <= 1
+    assert last["train/grad_norm/gray"] > 0
+    # the uniform loss is the sum of its terms
+    terms = sum(last[f"train/loss/{t}"] for t in ["multimodal", "unimodal/gray", "unimodal/color"])
+    assert abs(terms - last["train/loss"]) < 1e-4
+    prov = record["provenance"]
+    assert prov["profile"] == "smoke" and prov["device"] == "cpu" and prov["torch_version"] == torch.__version__
+    assert record["dataset"]["train"]["size"] == 256
+
+
+def test_joint_has_no_unimodal_cosine_and_unimodal_trains_one_encoder(tiny_config, tmp_path):
+    joint = train(tiny_config("joint", epochs=1), checkpoint_dir=tmp_path, progress=False)
+    assert not any(k.startswith("train/cos_mm_uni") for k in joint["history"][0])
+    uni = train(tiny_config("unimodal", epochs=1, method_options={"modality": "gray"}),
+                checkpoint_dir=tmp_path, progress=False)
+    h = uni["history"][0]
+    assert "train/grad_norm/color" not in h and "train/grad_norm/gray" in h
+    assert h["test/acc/gray"] == h["test/acc"]
+    assert uni["label"] == "unimodal-gray"
+
+
+def test_per_loss_encoder_gradients_match_autograd():
+    torch.manual_seed(0)
+    model = build_model(get_dataset("cgmnist"), ["gray", "color"], unimodal_heads=True)
+    x = {"gray": torch.rand(8, 1, 28, 28), "color": torch.rand(8, 3, 28, 28)}
+    y = torch.randint(0, 10, (8,))
+    out = model(x)
+    method = UniformBaseline()
+    losses = method.losses(out, y, None)
+    groups = model.parameter_groups()
+    grads = per_loss_encoder_gradients(out, losses, groups)
+    assert set(grads["gray"]) == {"multimodal", "unimodal/gray"}  # unimodal/color does not reach it
+    for m in ["gray", "color"]:
+        for name, g in grads[m].items():
+            expected = torch.autograd.grad(losses[name], groups.encoders[m], retain_graph=True)
+            for a, b in zip(g, expected):
+                torch.testing.assert_close(a, b)
+
+
+class _SumThroughHook(UniformBaseline):
+    per_loss_gradients = True
+    seen = []
+
+    def combine_encoder_gradients(self, modality, grads, state):
+        self.seen.append((modality, tuple(sorted(grads))))
+        return super().combine_encoder_gradients(modality, grads, state)
+
+
+def test_combine_hook_with_default_sum_equals_plain_backward(tiny_config, tmp_path):
+    config = tiny_config("uniform", epochs=1, grad_probe_every=0)
+    plain = train(config, checkpoint_dir=tmp_path / "a", progress=False)
+    hooked = train(config, method=_SumThroughHook(), checkpoint_dir=tmp_path / "b", progress=False)
+    assert ("gray", ("multimodal", "unimodal/gray")) in _SumThroughHook.seen
+    a, b = plain["history"][0], hooked["history"][0]
+    assert abs(a["train/loss"] - b["train/loss"]) < 1e-4
+    assert abs(a["test/loss"] - b["test/loss"]) < 1e-3
+
+
+class _FreezeColour(JointLoss):
+    def transform_gradients(self, output, labels, state: TrainState):
+        for p in state.groups.encoders["color"]:
+            p.grad = torch.zeros_like(p)
+
+
+def test_transform_gradients_touches_only_its_group(tiny_config, tmp_path):
+    config = tiny_config("joint", epochs=1, weight_decay=0.0)
+    record = train(config, method=_FreezeColour(), checkpoint_dir=tmp_path, progress=False)
+    trained = load_checkpoint(record["_checkpoint"])["model"]
+    torch.manual_seed(config.seed)
+    initial = build_model(get_dataset("cgmnist"), ["gray", "color"], False).state_dict()
+    changed = {k for k in initial if not torch.equal(initial[k], trained[k])}
+    assert changed, "nothing trained"
+    assert not any(k.startswith("encoders.color.") and ("weight" in k or "bias" in k) for k in changed)
+    assert any(k.startswith("encoders.gray.") for k in changed)
+
+
+def test_interrupted_run_resumes_to_identical_result(tiny_config, tmp_path):
+    config = tiny_config("uniform", epochs=3)
+    straight = train(config, checkpoint_dir=tmp_path / "straight", progress=False)
+
+    def crash(epoch, metrics):
+        if epoch == 0:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(config, checkpoint_dir=tmp_path / "resumed", progress=False, callbacks=[crash])
+    assert load_checkpoint(tmp_path / "resumed" / f"{config.key}.pt")["epochs_done"] == 1
+    resumed = train(config, checkpoint_dir=tmp_path / "resumed", progress=False)
+    assert resumed["provenance"]["resumed"] is True
+    def without_timing(history):
+        return [{k: v for k, v in h.items() if not k.startswith("time/")} for h in history]
+
+    assert without_timing(resumed["history"]) == without_timing(straight["history"])
+
+
+class _NaNAfter(JointLoss):
+    def __init__(self, step):
+        self.bad_step = step
+
+    def losses(self, output, labels, state):
+        terms = super().losses(output, labels, state)
+        if state.step >= self.bad_step:
+            terms["multimodal"] = terms["multimodal"] * float("nan")
+        return terms
+
+
+def test_nan_loss_stops_with_clear_message_and_keeps_last_checkpoint(tiny_config, tmp_path):
+    config = tiny_config("joint", epochs=3)
+    steps_per_epoch = 256 // 32
+    with pytest.raises(NonFiniteLossError) as info:
+        train(config, method=_NaNAfter(steps_per_epoch + 2), checkpoint_dir=tmp_path, progress=False)
+    message = str(info.value)
+    assert "epoch 2" in message and "checkpoint" in message
+    ckpt = load_checkpoint(tmp_path / f"{config.key}.pt")
+    assert ckpt["epochs_done"] == 1
+    assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
+
+
+def test_bad_device_is_an_error():
+    from mmlab.training.device import pick_device
+
+    assert pick_device("cpu").type == "cpu"
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="CUDA is not available"):
+            pick_device("cuda")
