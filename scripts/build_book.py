@@ -1,0 +1,354 @@
+#!/usr/bin/env python
+"""Execute the book's notebook chapters with papermill, then build the HTML with Jupyter Book.
+
+    python scripts/build_book.py                   # profile from $MMLAB_PROFILE, else "quick"
+    python scripts/build_book.py --profile smoke   # what CI does
+    python scripts/build_book.py --only 01_modality_imbalance   # execute one chapter only
+    python scripts/build_book.py --no-execute      # reuse the executed copies of a previous run
+
+Steps
+1. Every `notebooks/*.ipynb` chapter listed in `_toc.yml` is executed by papermill (kernel
+   `python3`, parameter `profile`, working directory `notebooks/`) into
+   `_build/executed/notebooks/<name>.ipynb`. The committed notebooks are never modified.
+2. A staging source tree `_build/src/` mirrors the repository: links to `_config.yml`,
+   `_toc.yml`, `book/*`, `mmlab/`, `results/`, `benchmarks/`, and a `notebooks/` folder holding
+   the executed copies (plus links to anything else in `notebooks/`, e.g. images). Paths such as
+   `../mmlab/...` in a chapter resolve the same in the repository and in the staging tree.
+   `book/status.md` is generated there (profile, execution times, versions, commit).
+3. `jupyter-book build _build/src --path-output . --warningiserror --keep-going --all` writes
+   the HTML to `_build/html`; any Sphinx warning fails the build.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import importlib.metadata as md
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+BUILD = ROOT / "_build"
+EXECUTED = BUILD / "executed" / "notebooks"
+TIMINGS = BUILD / "executed" / "timings.json"
+STAGING = BUILD / "src"
+PROFILES = ("smoke", "quick", "full")
+# What the staging tree mirrors from the repository (besides notebooks/ and book/, built below).
+MIRRORED = ("_config.yml", "_toc.yml", "mmlab", "results", "benchmarks")
+
+
+class BuildError(RuntimeError):
+    """A failure with a message meant for the reader of the build log."""
+
+
+# --------------------------------------------------------------------------------------- toc
+def toc_files(toc: dict) -> list[str]:
+    """Every `file:` entry of a jb-book toc, root first, in reading order."""
+    found = [toc["root"]] if "root" in toc else []
+
+    def walk(node):
+        if isinstance(node, dict):
+            if "file" in node:
+                found.append(node["file"])
+            for key in ("parts", "chapters", "sections"):
+                for child in node.get(key, []) or []:
+                    walk(child)
+        elif isinstance(node, list):
+            for child in node:
+                walk(child)
+
+    walk(toc)
+    return found
+
+
+def notebook_chapters(root: Path = ROOT) -> list[Path]:
+    """The notebooks/*.ipynb chapters listed in _toc.yml, in reading order."""
+    toc = yaml.safe_load((root / "_toc.yml").read_text())
+    chapters = []
+    for entry in toc_files(toc):
+        path = Path(entry)
+        if path.parts[:1] != ("notebooks",):
+            continue
+        nb = root / path.with_suffix(".ipynb")
+        if not nb.exists():
+            raise BuildError(f"_toc.yml lists {entry}, but {nb.relative_to(root)} does not exist")
+        chapters.append(nb)
+    return chapters
+
+
+# --------------------------------------------------------------------------------- execution
+def kernel_environment() -> None:
+    """Environment inherited by the kernels that papermill starts.
+
+    The Makefile exports MPLBACKEND=Agg (right for scripts and tests), but ipykernel only
+    installs its inline backend when MPLBACKEND is unset: under Agg, figures never reach the
+    executed notebook. The kernels get the inline backend instead.
+    """
+    os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
+
+
+def execute(nb: Path, profile: str) -> float:
+    """Execute one chapter into _build/executed/notebooks; returns seconds.
+
+    papermill writes into _build/executed/running/ and the copy moves into place only on
+    success; a failed run is kept in _build/executed/failed/ for its traceback, so that a later
+    --no-execute never renders a half-executed chapter.
+    """
+    import nbformat
+    import papermill as pm
+    from papermill.exceptions import PapermillExecutionError
+
+    out = EXECUTED / nb.name
+    running = EXECUTED.parent / "running" / nb.name
+    failed = EXECUTED.parent / "failed" / nb.name
+    for path in (out, running, failed):
+        path.parent.mkdir(parents=True, exist_ok=True)
+    print(f"\n== executing {nb.relative_to(ROOT)} (profile {profile}) -> {out.relative_to(ROOT)}",
+          flush=True)
+    start = time.perf_counter()
+    try:
+        pm.execute_notebook(
+            str(nb),
+            str(running),
+            parameters={"profile": profile},
+            kernel_name="python3",
+            cwd=str(nb.parent),
+            progress_bar=True,
+            log_output=False,
+        )
+    except PapermillExecutionError as err:
+        shutil.move(running, failed)
+        out.unlink(missing_ok=True)
+        cells = nbformat.read(nb, as_version=4).cells
+        where = next((f"cell {i + 1} of {len(cells)}" for i, cell in enumerate(cells)
+                      if cell.cell_type == "code" and cell.source == err.source), "a cell")
+        source = "\n".join("    " + line for line in str(err.source).splitlines())
+        raise BuildError(
+            f"notebook {nb.relative_to(ROOT)} failed in {where} (In [{err.exec_count}]):\n"
+            f"{source}\n{err.ename}: {err.evalue}\n"
+            f"The executed copy with the full traceback is {failed.relative_to(ROOT)}"
+        ) from None
+    except Exception as err:  # noqa: BLE001 - kernel died, timeout, unreadable notebook, ...
+        if running.exists():
+            shutil.move(running, failed)
+        out.unlink(missing_ok=True)
+        raise BuildError(f"notebook {nb.relative_to(ROOT)} could not be executed: "
+                         f"{type(err).__name__}: {err}") from None
+    seconds = time.perf_counter() - start
+    shutil.move(running, out)
+    failed.unlink(missing_ok=True)
+    return seconds
+
+
+def load_timings() -> dict:
+    if TIMINGS.exists():
+        return json.loads(TIMINGS.read_text())
+    return {}
+
+
+# ------------------------------------------------------------------------------------ status
+def version(dist: str) -> str:
+    try:
+        return md.version(dist)
+    except md.PackageNotFoundError:
+        return "not installed"
+
+
+def git(*args: str) -> str:
+    try:
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return ""
+
+
+def commit_description() -> str:
+    sha = git("rev-parse", "HEAD")
+    if not sha:
+        return "no commit (not a git checkout, or no commit yet)"
+    dirty = git("status", "--porcelain", "--untracked-files=no")
+    return f"`{sha}`" + (" with uncommitted changes" if dirty else "")
+
+
+def device_description() -> str:
+    try:
+        import torch
+    except Exception:  # noqa: BLE001 - torch missing or broken: say so, don't fail the build
+        return "unknown (torch not importable)"
+    if torch.cuda.is_available():
+        return f"CUDA: {torch.cuda.get_device_name(0)}"
+    return "CPU"
+
+
+def status_page(chapters: list[Path], timings: dict, profile: str) -> str:
+    now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    rows = []
+    total = 0.0
+    for nb in chapters:
+        rec = timings.get(nb.stem, {})
+        seconds = rec.get("seconds")
+        total += seconds or 0.0
+        rows.append(
+            f"| {{doc}}`/notebooks/{nb.stem}` (`{nb.name}`) | {rec.get('profile', '?')} | "
+            f"{'%.1f' % seconds if seconds is not None else '?'} | {rec.get('executed_at', '?')} |"
+        )
+    versions = [
+        ("Python", platform.python_version()),
+        ("torch", version("torch")),
+        ("mmlab", version("mmlab")),
+        ("jupyter-book", version("jupyter-book")),
+        ("myst-nb", version("myst-nb")),
+        ("Sphinx", version("sphinx")),
+        ("papermill", version("papermill")),
+    ]
+    lines = [
+        "# Build status",
+        "",
+        "This page is generated by `scripts/build_book.py` each time the book is built.",
+        "",
+        f"- **Profile:** `{profile}`",
+        f"- **Built:** {now}",
+        f"- **Commit:** {commit_description()}",
+        f"- **Device of the build machine:** {device_description()}",
+        f"- **Platform:** {platform.platform()}",
+        "",
+        "## Execution of the chapters",
+        "",
+        "| chapter | profile | seconds | executed at |",
+        "| --- | --- | ---: | --- |",
+        *rows,
+        "",
+        f"Total execution time: {total:.1f} s.",
+        "",
+        "## Versions",
+        "",
+        "| package | version |",
+        "| --- | --- |",
+        *[f"| {name} | {ver} |" for name, ver in versions],
+        "",
+    ]
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------- staging
+def link(src: Path, dst: Path) -> None:
+    """Symlink dst -> src; copy where symlinks are not available (e.g. Windows without rights)."""
+    try:
+        dst.symlink_to(src, target_is_directory=src.is_dir())
+    except OSError:
+        if src.is_dir():
+            shutil.copytree(src, dst)
+        else:
+            shutil.copy2(src, dst)
+
+
+def stage(chapters: list[Path], status_md: str) -> None:
+    if STAGING.exists():
+        shutil.rmtree(STAGING)
+    STAGING.mkdir(parents=True)
+    for name in MIRRORED:
+        if (ROOT / name).exists():
+            link(ROOT / name, STAGING / name)
+    # book/: per-entry links, so that the generated status.md can replace the committed stub.
+    (STAGING / "book").mkdir()
+    for entry in sorted((ROOT / "book").iterdir()):
+        if entry.name != "status.md":
+            link(entry, STAGING / "book" / entry.name)
+    (STAGING / "book" / "status.md").write_text(status_md)
+    # notebooks/: the executed copies (copied, so Sphinx reads them at the staging path),
+    # and links to everything else that lives there (images, data files, helper modules).
+    (STAGING / "notebooks").mkdir()
+    executed = {nb.name for nb in chapters}
+    for nb in chapters:
+        shutil.copy2(EXECUTED / nb.name, STAGING / "notebooks" / nb.name)
+    for entry in sorted((ROOT / "notebooks").iterdir()):
+        if entry.name in executed or entry.name == ".ipynb_checkpoints":
+            continue
+        link(entry, STAGING / "notebooks" / entry.name)
+
+
+# ------------------------------------------------------------------------------------- build
+def jupyter_book(strict: bool = True) -> None:
+    exe = Path(sys.executable).parent / "jupyter-book"
+    cmd = [str(exe) if exe.exists() else "jupyter-book", "build", str(STAGING.relative_to(ROOT)),
+           "--path-output", ".", "--all"]
+    if strict:
+        cmd += ["--warningiserror", "--keep-going"]
+    print("\n== " + " ".join(cmd), flush=True)
+    result = subprocess.run(cmd, cwd=ROOT)
+    if result.returncode != 0:
+        raise BuildError(
+            f"jupyter-book build failed (exit {result.returncode}); every Sphinx warning is an "
+            "error: see the WARNING lines above. Paths in them are in the staging tree "
+            "_build/src, which mirrors the repository (notebooks/ holds the executed copies)."
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--profile", default=os.environ.get("MMLAB_PROFILE") or "quick",
+                        choices=PROFILES,
+                        help="profile passed to every chapter (default: $MMLAB_PROFILE or quick)")
+    parser.add_argument("--only", metavar="NAME",
+                        help="execute only this chapter (e.g. 01_modality_imbalance); the other "
+                             "chapters reuse their executed copies from a previous build")
+    parser.add_argument("--no-execute", action="store_true",
+                        help="execute nothing; reuse the executed copies of a previous build")
+    parser.add_argument("--no-strict", action="store_true",
+                        help="do not turn Sphinx warnings into errors (local drafting only)")
+    args = parser.parse_args(argv)
+
+    try:
+        chapters = notebook_chapters()
+        if args.only:
+            wanted = Path(args.only).stem
+            names = [nb.stem for nb in chapters]
+            if wanted not in names:
+                raise BuildError(f"--only {args.only}: not a notebook chapter of _toc.yml "
+                                 f"(chapters: {', '.join(names) or 'none'})")
+            to_run = [nb for nb in chapters if nb.stem == wanted]
+        else:
+            to_run = [] if args.no_execute else chapters
+
+        kernel_environment()
+        timings = load_timings()
+        for nb in to_run:
+            seconds = execute(nb, args.profile)
+            timings[nb.stem] = {
+                "seconds": round(seconds, 2),
+                "profile": args.profile,
+                "executed_at": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            }
+            TIMINGS.write_text(json.dumps(timings, indent=2) + "\n")
+            print(f"   {nb.name}: {seconds:.1f} s", flush=True)
+
+        missing = [nb.name for nb in chapters if not (EXECUTED / nb.name).exists()]
+        if missing:
+            raise BuildError("no executed copy of " + ", ".join(missing) + " in "
+                             f"{EXECUTED.relative_to(ROOT)}: build once without --only/--no-execute")
+        stale = [nb.stem for nb in chapters if timings.get(nb.stem, {}).get("profile") != args.profile]
+        if stale:
+            print(f"note: executed copies of {', '.join(stale)} were made with another profile "
+                  "than --profile; the status page shows each chapter's own profile", flush=True)
+
+        stage(chapters, status_page(chapters, timings, args.profile))
+        jupyter_book(strict=not args.no_strict)
+    except BuildError as err:
+        print(f"\nBOOK BUILD FAILED: {err}", file=sys.stderr, flush=True)
+        return 1
+
+    index = BUILD / "html" / "index.html"
+    print(f"\nThe book is at {index}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
