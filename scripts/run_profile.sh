@@ -9,10 +9,10 @@
 set -euo pipefail
 profile="${1:-full}"
 jobs="${2:-4}"
-seeds="${SEEDS:-$(python -c "from mmlab import get_profile; print(' '.join(map(str, get_profile('$profile').seeds)))")}"
+seeds="${SEEDS:-$(${PYTHON:-python3} -c "from mmlab import get_profile; print(' '.join(map(str, get_profile('$profile').seeds)))")}"
 export OMP_NUM_THREADS=1
 for seed in $seeds; do
   for method in "joint" "uniform" "unimodal --modality gray" "unimodal --modality color"; do
     echo "--method $method --seed $seed"
   done
-done | xargs -P "$jobs" -I{} sh -c "python -m mmlab train --dataset cgmnist --profile $profile --no-progress {} || echo 'FAILED: {}'"
+done | xargs -P "$jobs" -I{} sh -c "${PYTHON:-python3} -m mmlab train --dataset cgmnist --profile $profile --no-progress {} || echo 'FAILED: {}'"
