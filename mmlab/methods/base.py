@@ -102,7 +102,8 @@ class Method:
 
     def total_loss(self, losses: dict[str, torch.Tensor], state: TrainState) -> torch.Tensor:
         """The loss whose gradient the non-encoder parameters receive (default: the sum)."""
-        return torch.stack(list(losses.values())).sum()
+        terms = list(losses.values())
+        return terms[0] if len(terms) == 1 else torch.stack(terms).sum()
 
     def combine_encoder_gradients(
         self, modality: str, grads: dict[str, list[torch.Tensor]], state: TrainState

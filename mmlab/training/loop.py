@@ -57,20 +57,23 @@ def per_loss_encoder_gradients(
 
 
 class _EpochLog:
-    """Averages logged values over an epoch without a device sync per step."""
+    """Averages logged values over an epoch without a device sync (or even a
+    kernel launch) per step: tensors are kept and reduced once, at the epoch's end."""
 
     def __init__(self):
-        self.sums: dict[str, Any] = defaultdict(float)
-        self.counts: dict[str, int] = defaultdict(int)
+        self.values: dict[str, list] = defaultdict(list)
 
     def __call__(self, name: str, value: Any) -> None:
-        if isinstance(value, torch.Tensor):
-            value = value.detach().float()
-        self.sums[name] = self.sums[name] + value
-        self.counts[name] += 1
+        self.values[name].append(value.detach() if isinstance(value, torch.Tensor) else float(value))
 
     def means(self) -> dict[str, float]:
-        return {k: float(v) / self.counts[k] for k, v in self.sums.items()}
+        out = {}
+        for name, values in self.values.items():
+            if isinstance(values[0], torch.Tensor):
+                out[name] = torch.stack(values).double().mean().item()
+            else:
+                out[name] = sum(values) / len(values)
+        return out
 
 
 @torch.no_grad()
