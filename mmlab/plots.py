@@ -18,6 +18,16 @@ def _palette(modalities):
     return {m: MODALITY_PALETTE.get(m) or next(extra) for m in modalities}
 
 
+def integer_epochs(target) -> None:
+    """Whole-number ticks on the epoch axis of an Axes, a seaborn grid or a figure."""
+    from matplotlib.ticker import MaxNLocator
+
+    axes = getattr(target, "axes", target)
+    axes = axes.flat if hasattr(axes, "flat") else (axes if isinstance(axes, (list, tuple)) else [axes])
+    for ax in axes:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
 def plot_curves(frame: pd.DataFrame, metric: str, split: str = "test", *, methods=None,
                 ylabel: str | None = None, col_wrap: int = 4, height: float = 2.6, modalities=None):
     """One panel per method; one line per modality (mean over seeds, band = spread)."""
@@ -35,6 +45,7 @@ def plot_curves(frame: pd.DataFrame, metric: str, split: str = "test", *, method
                        facet_kws={"sharey": True})
     grid.set_axis_labels("epoch", ylabel or f"{split} {metric}")
     grid.set_titles("{col_name}")
+    integer_epochs(grid)
     return grid
 
 
