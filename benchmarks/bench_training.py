@@ -42,7 +42,14 @@ CASES = {
     "uniform": dict(method="uniform"),
     "uniform, no gradient probe": dict(method="uniform", grad_probe_every=0),
     "unimodal-gray": dict(method="unimodal", method_options={"modality": "gray"}),
+    "ogm_ge": dict(method="ogm_ge"),
+    "mgda": dict(method="mgda"),
+    "pcgrad": dict(method="pcgrad"),
+    "mmpareto": dict(method="mmpareto"),
 }
+# The bare loop trains with the method's plain losses (fused CE, plus the unimodal CEs where the
+# method has heads): for OGM-GE that is one joint loss, for MGDA, PCGrad and MMPareto the uniform
+# baseline. Their ratio is therefore their cost over the plain method they modify.
 
 
 def _sync(device):

@@ -9,11 +9,17 @@ from typing import Any, Callable, Sequence
 from ..errors import UnknownNameError
 from .base import Method, TrainState  # noqa: F401
 from .baselines import JointLoss, UniformBaseline, Unimodal
+from .gradient_integration import MMPareto, ConventionalPareto, PCGrad
+from .ogm import OGMGE
 
 METHODS: dict[str, Callable[..., Method]] = {
     "joint": JointLoss,
     "unimodal": Unimodal,
     "uniform": UniformBaseline,
+    "mgda": ConventionalPareto,
+    "pcgrad": PCGrad,
+    "mmpareto": MMPareto,
+    "ogm_ge": OGMGE,
 }
 
 

@@ -1,0 +1,103 @@
+"""OGM-GE: scores, ratios, the coefficient and its window, GE noise, which parameters it touches."""
+
+import math
+
+import pytest
+import torch
+
+from mmlab.data.registry import get_dataset
+from mmlab.methods import TrainState, build_method
+from mmlab.methods.ogm import discrepancy_ratios, modality_scores, modulation_coefficient
+from mmlab.models import ModelOutput, build_model
+from mmlab.training import train
+
+
+def test_scores_match_the_per_sample_loop():
+    torch.manual_seed(0)
+    shares = {"a": torch.randn(32, 10), "v": torch.randn(32, 10)}
+    y = torch.randint(0, 10, (32,))
+    scores = modality_scores(shares, y)
+    for m, s in shares.items():
+        loop = sum(torch.softmax(s[i], 0)[y[i]].item() for i in range(32))  # the original code's loop
+        assert math.isclose(float(scores[m]), loop, rel_tol=1e-5)
+    rho = discrepancy_ratios(scores)
+    assert math.isclose(float(rho["a"]), float(scores["a"] / scores["v"]), rel_tol=1e-6)
+    assert math.isclose(float(rho["a"] * rho["v"]), 1.0, rel_tol=1e-6)
+
+
+def test_three_modalities_use_the_mean_of_the_others():
+    rho = discrepancy_ratios({"a": torch.tensor(6.0), "b": torch.tensor(2.0), "c": torch.tensor(4.0)})
+    assert math.isclose(float(rho["a"]), 6 / 3, rel_tol=1e-6)
+    assert math.isclose(float(rho["b"]), 2 / 5, rel_tol=1e-6)
+
+
+@pytest.mark.parametrize("rho, alpha, continuous, expected", [
+    (0.5, 0.8, False, 1.0), (1.0, 0.8, False, 1.0), (2.0, 0.8, False, 1 - math.tanh(1.6)),
+    (1.0001, 0.8, False, 1 - math.tanh(0.8 * 1.0001)), (2.0, 0.8, True, 1 - math.tanh(0.8)),
+    (3.0, 0.0, False, 1.0),
+])
+def test_modulation_coefficient(rho, alpha, continuous, expected):
+    assert math.isclose(float(modulation_coefficient(torch.tensor(rho), alpha, continuous)), expected, rel_tol=1e-6)
+
+
+def _state_and_output(dominant="color"):
+    torch.manual_seed(0)
+    model = build_model(get_dataset("cgmnist"), ["gray", "color"], unimodal_heads=False)
+    groups = model.parameter_groups()
+    for p in groups.all():
+        p.grad = torch.randn_like(p)
+    y = torch.arange(10)
+    confident = torch.eye(10) * 20  # certain of the true class
+    unsure = torch.zeros(10, 10)
+    shares = {m: confident if m == dominant else unsure for m in ["gray", "color"]}
+    out = ModelOutput(features={}, logits=sum(shares.values()), shares=shares)
+    gen = torch.Generator().manual_seed(1)
+    state = TrainState(model=model, groups=groups, optimizer=None, device=torch.device("cpu"),
+                       num_epochs=100, steps_per_epoch=1, generator=gen)
+    return state, out, y
+
+
+def test_only_the_dominant_encoder_is_scaled_and_nothing_else_changes():
+    state, out, y = _state_and_output("color")
+    before = {id(p): p.grad.clone() for p in state.groups.all()}
+    build_method("ogm_ge", noise=False).transform_gradients(out, y, state)
+    k = float(modulation_coefficient(torch.tensor(10.0 / (10 * 0.1)), 0.8))  # scores 10 vs 1
+    for p in state.groups.encoders["color"]:
+        torch.testing.assert_close(p.grad, before[id(p)] * k, rtol=1e-3, atol=1e-6)
+    for p in state.groups.encoders["gray"] + state.groups.non_encoder():
+        assert torch.equal(p.grad, before[id(p)])
+
+
+def test_conv_only_switch_scales_only_convolution_weights():
+    state, out, y = _state_and_output("color")
+    before = {id(p): p.grad.clone() for p in state.groups.all()}
+    build_method("ogm_ge", noise=False, conv_only=True).transform_gradients(out, y, state)
+    changed = [p.dim() for p in state.groups.encoders["color"] if not torch.equal(p.grad, before[id(p)])]
+    assert changed and all(d == 4 for d in changed)
+    assert len(changed) == sum(p.dim() == 4 for p in state.groups.encoders["color"])
+
+
+def test_outside_the_window_gradients_are_untouched():
+    state, out, y = _state_and_output("color")
+    state.epoch = 50
+    before = [p.grad.clone() for p in state.groups.all()]
+    build_method("ogm_ge", window_end=50).transform_gradients(out, y, state)
+    assert all(torch.equal(a, p.grad) for a, p in zip(before, state.groups.all()))
+
+
+def test_ge_noise_has_mean_zero_and_the_std_of_the_unscaled_gradient():
+    state, out, y = _state_and_output("color")
+    big = max(state.groups.encoders["gray"], key=lambda p: p.numel())  # of the non-dominant encoder (k = 1)
+    big.grad = torch.randn_like(big) * 3.0
+    g = big.grad.clone()
+    build_method("ogm_ge").transform_gradients(out, y, state)
+    noise = big.grad - g
+    n = noise.numel()
+    assert abs(float(noise.mean())) < 5 * float(g.std()) / math.sqrt(n)
+    assert math.isclose(float(noise.std()), float(g.std()), rel_tol=0.05)
+
+
+def test_ogm_ge_trains_through_the_loop(tiny_config, tmp_path):
+    record = train(tiny_config("ogm_ge", epochs=1), checkpoint_dir=tmp_path, progress=False)
+    h = record["history"][0]
+    assert "train/ogm_rho/gray" in h and 0 < h["train/ogm_coefficient/color"] <= 1
