@@ -45,7 +45,9 @@ venv: $(STAMP)
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[book,test]"
+	@# (the machine's pip configuration names local indexes that may be absent: drop pip's notes about them)
+	set -o pipefail; $(PY) -m pip install --quiet --disable-pip-version-check -e ".[book,test]" 2>&1 \
+	  | { grep -v "^WARNING: Location 'file://" || true; }
 	@touch $@
 
 book: venv

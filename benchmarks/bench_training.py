@@ -34,7 +34,7 @@ from mmlab.models import build_model  # noqa: E402
 from mmlab.provenance import git_commit  # noqa: E402
 from mmlab.training import pick_device, train  # noqa: E402
 from mmlab.training.batches import ResidentBatches  # noqa: E402
-from mmlab.training.checkpoint import atomic_write_bytes  # noqa: E402
+from mmlab.io import atomic_write_bytes  # noqa: E402
 from mmlab.training.device import describe_device  # noqa: E402
 
 CASES = {

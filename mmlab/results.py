@@ -20,7 +20,7 @@ from typing import Any, Iterable
 
 from .config import RunConfig
 from .errors import ResultsFileError
-from .training.checkpoint import atomic_write_bytes
+from .io import atomic_write_bytes
 
 SCHEMA_VERSION = 1
 REQUIRED_KEYS = ("schema", "key", "config", "history", "final", "provenance")

@@ -364,7 +364,7 @@ def test_mirror_serving_a_tampered_file_is_refused(tmp_path: Path) -> None:
     message = str(info.value)
     assert f"{LABELS}.gz: refused" in message and "SHA-256" in message
     assert not (cache / "mnist" / f"{LABELS}.gz").exists()
-    assert not [p for p in (cache / "mnist").iterdir() if p.name.endswith(".part")]
+    assert not [p for p in (cache / "mnist").iterdir() if p.name.endswith((".part", ".tmp"))]
 
     # With a good mirror after it, the download completes with the genuine file.
     m = load_mnist(

@@ -41,7 +41,6 @@ import hashlib
 import os
 import socket
 import sys
-import tempfile
 import urllib.error
 import urllib.request
 import zlib
@@ -52,6 +51,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..io import atomic_write_bytes
 from .errors import DataIntegrityError, DataNotFoundError
 
 __all__ = [
@@ -377,24 +377,6 @@ def _fetch(url: str, timeout: float) -> bytes:
         return response.read()
 
 
-def _atomic_write(target: Path, payload: bytes) -> None:
-    """Write ``payload`` to ``target`` via a temporary file and :func:`os.replace`.
-
-    The temporary file is in the same folder, so the final rename is atomic:
-    another process sees either no file or the complete file, never a part.
-    """
-    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(payload)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, target)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-
-
 def _download_mnist(
     target: Path, mirrors: Sequence[str], timeout: float, verbose: bool
 ) -> list[str]:
@@ -440,7 +422,7 @@ def _download_mnist(
                 attempts.append(f"{url}: refused, not the genuine file. {reason}")
                 continue
             target.mkdir(parents=True, exist_ok=True)
-            _atomic_write(target / f"{name}.gz", payload)
+            atomic_write_bytes(target / f"{name}.gz", payload)
             break
         else:
             raise _DownloadFailed(attempts)

@@ -1,29 +1,14 @@
-"""Atomic files: a crash mid-write never leaves a half-written checkpoint or record."""
+"""Checkpoints, written atomically (see :mod:`mmlab.io`)."""
 
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+from ..io import atomic_write_bytes
 
 
 def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> Path:

@@ -63,6 +63,9 @@ class _EpochLog:
     def __init__(self):
         self.values: dict[str, list] = defaultdict(list)
 
+    def reset(self) -> None:
+        self.values.clear()
+
     def __call__(self, name: str, value: Any) -> None:
         self.values[name].append(value.detach() if isinstance(value, torch.Tensor) else float(value))
 
@@ -202,7 +205,7 @@ def train(
         state.epoch = epoch
         model.train()
         method.on_epoch_start(state)
-        log.__init__()
+        log.reset()
         correct = torch.zeros((), device=device)
         seen = 0
         t_epoch = time.perf_counter()
