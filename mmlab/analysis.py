@@ -15,7 +15,7 @@ FUSED = "fused"
 
 
 def _split_metric(name: str) -> tuple[str, str, str] | None:
-    parts = name.split("/")
+    parts = name.split("/", 2)  # split/metric/modality; a loss term may hold a slash (unimodal/gray)
     if len(parts) == 2:
         return parts[0], parts[1], FUSED
     if len(parts) == 3:

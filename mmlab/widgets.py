@@ -33,14 +33,16 @@ def view_switcher(views: Mapping[str, Mapping[str, bytes]], *, outer_label: str,
             raise ValueError(f"view {key!r} offers {list(inner)}, expected {inner_keys}")
     outer = widgets.ToggleButtons(options=outer_keys, description=outer_label)
     inner = widgets.Dropdown(options=inner_keys, description=inner_label)
-    stacks = []
+    stacks, links = [], []
     for key in outer_keys:
         stack = widgets.Stack([_image(views[key][k]) for k in inner_keys], selected_index=0)
-        widgets.jslink((inner, "index"), (stack, "selected_index"))
+        links.append(widgets.jslink((inner, "index"), (stack, "selected_index")))
         stacks.append(stack)
     top = widgets.Stack(stacks, selected_index=0)
-    widgets.jslink((outer, "index"), (top, "selected_index"))
-    return widgets.VBox([outer, inner, top])
+    links.append(widgets.jslink((outer, "index"), (top, "selected_index")))
+    box = widgets.VBox([outer, inner, top])
+    box.links = links  # the browser-side links, kept with the widget they drive
+    return box
 
 
 def figures_to_views(figures: Mapping[str, Mapping[str, object]], dpi: int = 80) -> dict[str, dict[str, bytes]]:
