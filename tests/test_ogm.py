@@ -101,3 +101,46 @@ def test_ogm_ge_trains_through_the_loop(tiny_config, tmp_path):
     record = train(tiny_config("ogm_ge", epochs=1), checkpoint_dir=tmp_path, progress=False)
     h = record["history"][0]
     assert "train/ogm_rho/gray" in h and 0 < h["train/ogm_coefficient/color"] <= 1
+
+
+def test_opm_drop_probabilities():
+    from mmlab.methods.ogm import drop_probabilities
+
+    q = drop_probabilities({"a": torch.tensor(3.0), "v": torch.tensor(1 / 3)}, base=0.4, strength=0.5)
+    assert math.isclose(float(q["a"]), 0.4 * (1 + 0.5 * math.tanh(2.0)), rel_tol=1e-6)
+    assert float(q["v"]) == 0.0
+    assert float(drop_probabilities({"a": torch.tensor(100.0)}, base=0.9, strength=1.0)["a"]) == 1.0
+
+
+def test_opm_drops_only_the_dominant_modality_at_the_intended_rate():
+    from mmlab.methods.ogm import drop_probabilities
+
+    state, _, _ = _state_and_output("color")
+    n = 4000
+    labels = torch.arange(10).repeat(n // 10)
+    features = {"gray": torch.ones(n, 512), "color": torch.ones(n, 512)}
+    # make the colour share certain of the true class and the gray share unsure
+    with torch.no_grad():
+        fusion = state.model.fusion.linear
+        fusion.weight.zero_()
+        fusion.bias.zero_()
+        fusion.weight[:, 512:] = 0.0
+    features["color"] = torch.nn.functional.one_hot(labels, 512).float() * 30
+    fusion.weight.data[:, 512:522] = torch.eye(10)
+    state.labels = labels
+    method = build_method("opm", p_exe=1.0, q_base=0.4, strength=0.5)
+    out = method.intervene(features, state)
+    assert torch.equal(out["gray"], features["gray"])
+    dropped = (out["color"].abs().sum(1) == 0).float().mean().item()
+    shares = state.model.fusion.modality_shares(features)
+    from mmlab.methods.ogm import discrepancy_ratios, modality_scores
+
+    q = drop_probabilities(discrepancy_ratios(modality_scores(shares, labels)), 0.4, 0.5)["color"]
+    assert abs(dropped - float(q)) < 4 * math.sqrt(float(q) * (1 - float(q)) / n)
+    state.epoch = 60  # outside the window: nothing dropped
+    assert all(torch.equal(method.intervene(features, state)[m], features[m]) for m in features)
+
+
+def test_opm_trains_through_the_loop(tiny_config, tmp_path):
+    record = train(tiny_config("opm", epochs=1), checkpoint_dir=tmp_path, progress=False)
+    assert "train/opm_drop_probability/color" in record["history"][0]

@@ -10,7 +10,7 @@ from ..errors import UnknownNameError
 from .base import Method, TrainState  # noqa: F401
 from .baselines import JointLoss, UniformBaseline, Unimodal
 from .gradient_integration import MMPareto, ConventionalPareto, PCGrad
-from .ogm import OGMGE
+from .ogm import OGMGE, OPM
 
 METHODS: dict[str, Callable[..., Method]] = {
     "joint": JointLoss,
@@ -20,6 +20,7 @@ METHODS: dict[str, Callable[..., Method]] = {
     "pcgrad": PCGrad,
     "mmpareto": MMPareto,
     "ogm_ge": OGMGE,
+    "opm": OPM,
 }
 
 

@@ -66,6 +66,7 @@ class TrainState:
     epoch: int = 0  # 0-based, the epoch being trained
     step: int = 0  # global optimiser step
     generator: torch.Generator | None = None  # for a method's own randomness (resumable)
+    labels: torch.Tensor | None = None  # the current training batch's labels (for ``intervene``)
     logger: Callable[[str, Any], None] | None = None
 
     def log(self, name: str, value: Any) -> None:

@@ -13,6 +13,11 @@ TPAMI 2024). With concatenation fusion the fused logits are a sum of shares
   then (GE) Gaussian noise ``N(0, std(g)^2)`` per parameter tensor, with the std of the
   unscaled gradient, added to every encoder;
 * only inside the modulation window of epochs ``[window_start, window_end)``.
+
+OPM (the on-the-fly *prediction* modulation of the same TPAMI paper) acts in the
+forward pass instead: with probability ``p_exe`` per batch, each sample's features
+of a dominant modality are dropped (zeroed) with probability
+``q_m = q_base (1 + strength * tanh(relu(rho_m - 1))) `` before fusion.
 """
 
 from __future__ import annotations
@@ -81,3 +86,46 @@ class OGMGE(Method):
                 if self.noise:
                     noise = torch.randn(p.grad.shape, device=p.grad.device, generator=state.generator)
                     p.grad.add_(noise * std)
+
+
+def drop_probabilities(rho: dict[str, torch.Tensor], base: float, strength: float) -> dict[str, torch.Tensor]:
+    """OPM's per-modality drop probability (Wei et al., TPAMI 2024):
+    ``q_m = base * (1 + strength * tanh(relu(rho_m - 1)))`` for a dominant modality
+    (``rho_m > 1``), 0 otherwise, clipped to [0, 1]."""
+    return {
+        m: torch.where(r > 1, (base * (1 + strength * torch.tanh(torch.relu(r - 1)))).clamp(0, 1),
+                       torch.zeros_like(r))
+        for m, r in rho.items()
+    }
+
+
+class OPM(Method):
+    """OPM: drop the dominant modality's features per sample, before fusion (Wei et al., TPAMI 2024)."""
+
+    name = "opm"
+
+    def __init__(self, q_base: float = 0.5, strength: float = 0.5, p_exe: float = 0.7,
+                 window_start: int = 0, window_end: int = 50):
+        for name, value in (("q_base", q_base), ("p_exe", p_exe)):
+            if not 0 <= value <= 1:
+                raise ValueError(f"{name} must lie in [0, 1], got {value}")
+        if strength < 0:
+            raise ValueError(f"strength must be >= 0, got {strength}")
+        self.q_base, self.strength, self.p_exe = q_base, strength, p_exe
+        self.window = (window_start, window_end)
+
+    def intervene(self, features: dict[str, torch.Tensor], state: TrainState) -> dict[str, torch.Tensor]:
+        if not (self.window[0] <= state.epoch < self.window[1]) or state.labels is None:
+            return features
+        with torch.no_grad():
+            shares = state.model.fusion.modality_shares(features)
+            rho = discrepancy_ratios(modality_scores(shares, state.labels))
+            q = drop_probabilities(rho, self.q_base, self.strength)
+            device = state.labels.device
+            execute = torch.rand((), device=device, generator=state.generator) < self.p_exe
+        out = {}
+        for m, z in features.items():
+            state.log(f"train/opm_drop_probability/{m}", q[m] * execute)
+            keep = torch.rand(z.shape[0], 1, device=z.device, generator=state.generator) >= q[m] * execute
+            out[m] = z * keep.to(z.dtype)
+        return out

@@ -212,6 +212,7 @@ def train(
         steps = tqdm(train_batches.epoch(epoch), total=len(train_batches), leave=False,
                      disable=not progress, desc=f"epoch {epoch + 1}", unit="batch")
         for inputs, labels in steps:
+            state.labels = labels
             output = model(inputs, intervene=lambda f: method.intervene(f, state))
             losses = method.losses(output, labels, state)
             total = method.total_loss(losses, state)

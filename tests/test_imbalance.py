@@ -1,0 +1,72 @@
+"""The greedy-learner measures on cases with known answers."""
+
+import math
+
+import torch
+from torch import nn
+
+from mmlab.data.registry import get_dataset
+from mmlab.imbalance import (accuracy_without, branch_dominance_ratio, conditional_utilization_rate,
+                             learning_speed, mean_features, speed_imbalance, utilization_imbalance,
+                             utilization_rates)
+from mmlab.models import ConcatFusion, MultimodalClassifier, build_model
+from mmlab.training.batches import ResidentBatches
+
+
+def test_formulas():
+    assert math.isclose(conditional_utilization_rate(0.8, 0.6), 0.25)
+    assert conditional_utilization_rate(0.8, 0.8) == 0.0
+    assert math.isclose(utilization_imbalance(0.25, 0.05), 0.2)
+    assert math.isclose(branch_dominance_ratio([1.0, 9.0], [0.1]), 2.0)
+    assert speed_imbalance(2.0, 0.5) == 1.5
+
+
+def test_learning_speed_is_gradient_over_parameter_energy():
+    p = nn.Parameter(torch.tensor([3.0, 4.0]))
+    p.grad = torch.tensor([0.3, 0.4])
+    q = nn.Parameter(torch.tensor([0.0]))
+    q.grad = torch.tensor([1.0])
+    assert math.isclose(learning_speed([p, q]), (0.25 + 1.0) / 25.0)
+
+
+class _Copy(nn.Module):
+    """An 'encoder' that passes a vector through (so the test controls the features)."""
+
+    def forward(self, x):
+        return x
+
+
+class _Split:
+    def __init__(self, inputs, labels):
+        self.inputs, self.labels = inputs, labels
+
+
+def test_a_modality_the_fusion_ignores_has_zero_utilization():
+    torch.manual_seed(0)
+    n = 200
+    labels = torch.randint(0, 3, (n,))
+    informative = torch.nn.functional.one_hot(labels, 3).float() * 255  # batches divide by 255
+    noise = torch.rand(n, 3) * 255
+    model = MultimodalClassifier({"a": _Copy(), "b": _Copy()}, ConcatFusion({"a": 3, "b": 3}, 3))
+    with torch.no_grad():
+        model.fusion.linear.weight.zero_()
+        model.fusion.linear.bias.zero_()
+        model.fusion.linear.weight[:, :3] = torch.eye(3) * 10  # only "a" is read
+    split = _Split({"a": informative.to(torch.uint8), "b": noise.to(torch.uint8)}, labels)
+    batches = ResidentBatches(split, ["a", "b"], 50, torch.device("cpu"))
+    rates = utilization_rates(model, batches, batches)
+    assert rates["b"] == 0.0
+    assert rates["a"] > 0.5  # without "a" the model is at chance
+    means = mean_features(model, batches)
+    torch.testing.assert_close(means["a"], informative.mean(0) / 255)
+    assert accuracy_without(model, batches, {}) == 1.0
+
+
+def test_utilization_runs_on_a_real_model():
+    spec = get_dataset("cgmnist")
+    model = build_model(spec, ["gray", "color"], unimodal_heads=False)
+    splits = spec.load_splits(train_size=200, val_size=50, test_size=100)
+    train = ResidentBatches(splits["train"], ["gray", "color"], 100, torch.device("cpu"))
+    test = ResidentBatches(splits["test"], ["gray", "color"], 100, torch.device("cpu"))
+    rates = utilization_rates(model, train, test)
+    assert set(rates) == {"gray", "color"} and all(math.isfinite(v) for v in rates.values())
