@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import statistics
 import sys
 import tempfile
 import time
@@ -47,6 +48,7 @@ CASES = {
     "pcgrad": dict(method="pcgrad"),
     "mmpareto": dict(method="mmpareto"),
 }
+PLAIN = {"ogm_ge": "joint", "mgda": "uniform", "pcgrad": "uniform", "mmpareto": "uniform"}
 # The bare loop trains with the method's plain losses (fused CE, plus the unimodal CEs where the
 # method has heads): for OGM-GE that is one joint loss, for MGDA, PCGrad and MMPareto the uniform
 # baseline. Their ratio is therefore their cost over the plain method they modify.
@@ -100,6 +102,8 @@ def main(argv=None) -> int:
     parser.add_argument("--samples", type=int, default=None,
                         help="training samples per epoch (default: 4096 on CPU, 55000 on GPU)")
     parser.add_argument("--cases", nargs="*", default=list(CASES), choices=list(CASES))
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="alternate loop and bare measurements this many times; report medians")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
     device = pick_device(args.device)
@@ -111,17 +115,26 @@ def main(argv=None) -> int:
                                         epochs=2, **case)
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
-        with tempfile.TemporaryDirectory() as ckpt:
-            record = train(config, device=device, checkpoint_dir=ckpt, progress=False)
-        loop = samples / record["history"][-1]["time/train_s"]
+        loops, bares = [], []
+        for _ in range(args.repeats):  # alternate, so that drifts of the machine hit both alike
+            with tempfile.TemporaryDirectory() as ckpt:
+                record = train(config, device=device, checkpoint_dir=ckpt, progress=False)
+            loops.append(samples / record["history"][-1]["time/train_s"])
+            bares.append(bare_loop(config, device))
+        loop, bare = statistics.median(loops), statistics.median(bares)
         peak = _peak_memory_mb(device)
-        bare = bare_loop(config, device)
         rows.append({"case": name, "method": config.label, "samples_per_epoch": samples,
-                     "batch_size": config.batch_size, "loop_samples_per_s": round(loop, 1),
-                     "bare_samples_per_s": round(bare, 1), "ratio": round(loop / bare, 3),
-                     "peak_memory_mb": round(peak, 1)})
+                     "batch_size": config.batch_size, "repeats": args.repeats,
+                     "loop_samples_per_s": round(loop, 1), "bare_samples_per_s": round(bare, 1),
+                     "ratio": round(loop / bare, 3), "peak_memory_mb": round(peak, 1)})
         print(f"{name:28s} loop {loop:9.1f}/s  bare {bare:9.1f}/s  ratio {loop / bare:.3f}  peak {peak:.0f} MB",
               flush=True)
+    by_case = {row["case"]: row for row in rows}
+    for row in rows:  # a method's step cost over the plain method it modifies, both in the loop
+        plain = PLAIN.get(row["case"])
+        if plain in by_case:
+            row["vs_plain_method"] = plain
+            row["throughput_vs_plain"] = round(row["loop_samples_per_s"] / by_case[plain]["loop_samples_per_s"], 3)
     commit, dirty = git_commit()
     result = {"device": describe_device(device), "torch_version": torch.__version__,
               "threads": torch.get_num_threads(), "git_commit": commit, "git_dirty": dirty,

@@ -253,7 +253,8 @@ def benchmarks_page() -> str:
         "`python benchmarks/bench_training.py`. *ratio* = loop / bare: 1.0 means the loop costs nothing extra.",
         "For a method that changes gradients (OGM-GE, MGDA, PCGrad, MMPareto) the bare loop trains the plain",
         "method it modifies (one joint loss, or the uniform baseline), so the ratio is the method's whole extra",
-        "cost per step.",
+        "cost per step; the column *vs the plain method* divides the method's loop throughput by that of",
+        "the method it modifies (one joint loss, or the uniform baseline), both measured in the loop.",
         "The uniform baseline's gradient probe (cos(g_m, g_u) measured every few steps) costs extra backward",
         "passes; the row without it shows the loop itself. Peak memory is the CUDA allocator's peak on a GPU",
         "and the process's maximum resident set on a CPU. This page is generated from the records in",
@@ -273,15 +274,21 @@ def benchmarks_page() -> str:
             + (" (with uncommitted changes)" if rec.get("git_dirty") else "")
             + f", measured {rec['finished_at']}; record `{path.relative_to(ROOT)}`.",
             "",
-            "| case | samples / epoch | batch | loop (samples/s) | bare (samples/s) | ratio | peak memory (MB) |",
-            "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+            "| case | samples / epoch | batch | loop (samples/s) | bare (samples/s) | ratio "
+            "| vs the plain method in the loop | peak memory (MB) |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | --- | ---: |",
         ]
         for row in rec["rows"]:
+            versus = (f"{row['throughput_vs_plain']:.3f} of {row['vs_plain_method']}"
+                      if "throughput_vs_plain" in row else "")
             lines.append(
                 f"| {row['case']} | {row['samples_per_epoch']} | {row['batch_size']} | "
                 f"{row['loop_samples_per_s']:.0f} | {row['bare_samples_per_s']:.0f} | {row['ratio']:.3f} | "
-                f"{row['peak_memory_mb']:.0f} |"
+                f"{versus} | {row['peak_memory_mb']:.0f} |"
             )
+        repeats = {row.get("repeats", 1) for row in rec["rows"]}
+        lines.append("")
+        lines.append(f"Each figure is the median of {', '.join(map(str, sorted(repeats)))} alternating measurement(s).")
         lines.append("")
     return "\n".join(lines)
 

@@ -10,6 +10,7 @@ from ..errors import UnknownNameError
 from .base import Method, TrainState  # noqa: F401
 from .baselines import JointLoss, UniformBaseline, Unimodal
 from .gradient_integration import MMPareto, ConventionalPareto, PCGrad
+from .gradnorm import GradNorm
 from .ogm import OGMGE, OPM
 
 METHODS: dict[str, Callable[..., Method]] = {
@@ -18,6 +19,7 @@ METHODS: dict[str, Callable[..., Method]] = {
     "uniform": UniformBaseline,
     "mgda": ConventionalPareto,
     "pcgrad": PCGrad,
+    "gradnorm": GradNorm,
     "mmpareto": MMPareto,
     "ogm_ge": OGMGE,
     "opm": OPM,

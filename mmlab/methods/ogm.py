@@ -80,12 +80,18 @@ class OGMGE(Method):
         for m, params in state.groups.encoders.items():
             k = modulation_coefficient(rho[m], self.alpha, self.continuous)
             state.log(f"train/ogm_coefficient/{m}", k)
-            for p in self._modulated(params):
-                std = p.grad.std() if p.grad.numel() > 1 else torch.zeros((), device=p.grad.device)
-                p.grad.mul_(k)
-                if self.noise:
-                    noise = torch.randn(p.grad.shape, device=p.grad.device, generator=state.generator)
-                    p.grad.add_(noise * std)
+            grads = [p.grad for p in self._modulated(params)]
+            if not grads:
+                continue
+            if self.noise:  # std of each unscaled gradient tensor; a one-element tensor gets none
+                stds = [g.std() if g.numel() > 1 else torch.zeros((), device=g.device) for g in grads]
+            torch._foreach_mul_(grads, k)  # one fused kernel for the whole encoder
+            if self.noise:
+                flat = torch.randn(sum(g.numel() for g in grads), device=grads[0].device,
+                                   generator=state.generator)
+                noise = [chunk.view_as(g) for chunk, g in zip(flat.split([g.numel() for g in grads]), grads)]
+                torch._foreach_mul_(noise, stds)
+                torch._foreach_add_(grads, noise)
 
 
 def drop_probabilities(rho: dict[str, torch.Tensor], base: float, strength: float) -> dict[str, torch.Tensor]:

@@ -31,6 +31,11 @@ class ConvEncoder(nn.Module):
     def forward(self, x):
         return self.net(x)
 
+    @property
+    def output_layer(self) -> nn.Linear:
+        """The last layer, whose output is the modality's features (GradNorm balances gradients there)."""
+        return self.net[-1]
+
 
 def init_weights(module: nn.Module) -> nn.Module:
     """The original scripts' initialisation: kaiming-normal convolutions,
