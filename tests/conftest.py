@@ -32,3 +32,27 @@ def results_dir(tmp_path, monkeypatch):
     path = tmp_path / "results"
     monkeypatch.setenv("MMLAB_RESULTS", str(path))
     return path
+
+
+def without_timing(history):
+    """A run's history without its wall-clock entries (which differ between runs)."""
+    return [{k: v for k, v in h.items() if not k.startswith("time/")} for h in history]
+
+
+def straight_and_resumed(config, tmp_path, method_factory=None):
+    """Train ``config`` uninterrupted, and again with a crash after the first epoch
+    followed by a resume; return both records."""
+    import pytest
+    from mmlab.training import train
+
+    kwargs = lambda: {"method": method_factory()} if method_factory else {}  # noqa: E731
+    straight = train(config, checkpoint_dir=tmp_path / "straight", progress=False, **kwargs())
+
+    def crash(epoch, metrics):
+        if epoch == 0:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(config, checkpoint_dir=tmp_path / "resumed", progress=False, callbacks=[crash], **kwargs())
+    resumed = train(config, checkpoint_dir=tmp_path / "resumed", progress=False, **kwargs())
+    return straight, resumed

@@ -2,9 +2,9 @@
 
 import math
 
-import pytest
-
 from mmlab.training import train
+
+from conftest import straight_and_resumed, without_timing
 
 
 def test_gradnorm_weights_move_and_sum_to_the_number_of_losses(tiny_config, tmp_path):
@@ -16,15 +16,5 @@ def test_gradnorm_weights_move_and_sum_to_the_number_of_losses(tiny_config, tmp_
 
 
 def test_gradnorm_resumes_to_the_same_result(tiny_config, tmp_path):
-    config = tiny_config("gradnorm", epochs=2)
-    straight = train(config, checkpoint_dir=tmp_path / "a", progress=False)
-
-    def crash(epoch, metrics):
-        if epoch == 0:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        train(config, checkpoint_dir=tmp_path / "b", progress=False, callbacks=[crash])
-    resumed = train(config, checkpoint_dir=tmp_path / "b", progress=False)
-    strip = lambda hs: [{k: v for k, v in h.items() if not k.startswith("time/")} for h in hs]  # noqa: E731
-    assert strip(resumed["history"]) == strip(straight["history"])
+    straight, resumed = straight_and_resumed(tiny_config("gradnorm", epochs=2), tmp_path)
+    assert without_timing(resumed["history"]) == without_timing(straight["history"])

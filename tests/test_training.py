@@ -13,6 +13,8 @@ from mmlab.models import build_model
 from mmlab.training import per_loss_encoder_gradients, train
 from mmlab.training.checkpoint import load_checkpoint
 
+from conftest import straight_and_resumed, without_timing
+
 
 def test_uniform_run_logs_what_the_chapter_needs(tiny_config, tmp_path):
     record = train(tiny_config("uniform"), checkpoint_dir=tmp_path, progress=False, device="cpu")
@@ -101,20 +103,8 @@ def test_transform_gradients_touches_only_its_group(tiny_config, tmp_path):
 
 def test_interrupted_run_resumes_to_identical_result(tiny_config, tmp_path):
     config = tiny_config("uniform", epochs=3)
-    straight = train(config, checkpoint_dir=tmp_path / "straight", progress=False)
-
-    def crash(epoch, metrics):
-        if epoch == 0:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        train(config, checkpoint_dir=tmp_path / "resumed", progress=False, callbacks=[crash])
-    assert load_checkpoint(tmp_path / "resumed" / f"{config.key}.pt")["epochs_done"] == 1
-    resumed = train(config, checkpoint_dir=tmp_path / "resumed", progress=False)
+    straight, resumed = straight_and_resumed(config, tmp_path)
     assert resumed["provenance"]["resumed"] is True
-    def without_timing(history):
-        return [{k: v for k, v in h.items() if not k.startswith("time/")} for h in history]
-
     assert without_timing(resumed["history"]) == without_timing(straight["history"])
 
 
