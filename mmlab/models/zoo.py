@@ -15,9 +15,16 @@ from .mmtm import MMTMClassifier
 
 FEATURE_DIM = 512
 
-# dataset name -> (input channels -> encoder)
-ENCODERS: dict[str, Callable[[int], nn.Module]] = {
-    "cgmnist": lambda channels: ConvEncoder(channels, FEATURE_DIM),
+# dataset name -> (modality, input channels) -> encoder with ``feature_dim`` outputs. The
+# audio-visual data sets (chapter 5) add their entries here; a dataset without one gets the
+# small convolutional encoder of chapter 1 for every modality (it pools globally, so it takes
+# any input height and width).
+def _conv_encoder(modality: str, channels: int) -> nn.Module:
+    return ConvEncoder(channels, FEATURE_DIM)
+
+
+ENCODERS: dict[str, Callable[[str, int], nn.Module]] = {
+    "cgmnist": _conv_encoder,
 }
 
 
@@ -37,8 +44,8 @@ def build_model(
     initialised as the original scripts do."""
     if fusion not in FUSIONS:
         raise UnknownNameError("fusion", fusion, FUSIONS)
-    make_encoder = ENCODERS[spec.name]
-    encoders = {m: make_encoder(spec.modalities[m]) for m in modalities}
+    make_encoder = ENCODERS.get(spec.name, _conv_encoder)
+    encoders = {m: make_encoder(m, spec.modalities[m]) for m in modalities}
     head = ConcatFusion({m: FEATURE_DIM for m in modalities}, spec.num_classes)
     heads = (
         {m: nn.Linear(FEATURE_DIM, spec.num_classes) for m in modalities}

@@ -39,5 +39,10 @@ class ResidentBatches:
             idx = order[start:start + self.batch_size]
             if len(idx) < 2:
                 break
-            inputs = {m: x.index_select(0, idx).float().div_(255.0) for m, x in self.inputs.items()}
+            inputs = {m: _as_float(x.index_select(0, idx)) for m, x in self.inputs.items()}
             yield inputs, self.labels.index_select(0, idx)
+
+
+def _as_float(x: torch.Tensor) -> torch.Tensor:
+    """uint8 images to [0, 1]; real-valued inputs (spectrograms, float16 on disk) to float32."""
+    return x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
