@@ -56,3 +56,9 @@ def straight_and_resumed(config, tmp_path, method_factory=None):
         train(config, checkpoint_dir=tmp_path / "resumed", progress=False, callbacks=[crash], **kwargs())
     resumed = train(config, checkpoint_dir=tmp_path / "resumed", progress=False, **kwargs())
     return straight, resumed
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    """The development data folder (../shared/data), or MMLAB_DATA where that is set."""
+    return Path(os.environ.get("MMLAB_DATA", SHARED_DATA))
