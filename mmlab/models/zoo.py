@@ -23,8 +23,16 @@ def _conv_encoder(modality: str, channels: int) -> nn.Module:
     return ConvEncoder(channels, FEATURE_DIM)
 
 
+def _cremad_encoder(modality: str, channels: int) -> nn.Module:
+    """ResNet-18 per modality, from scratch (OGM-GE, MMPareto): spectrogram or frames."""
+    from .resnet import FramesResNet, SpectrogramResNet
+
+    return FramesResNet(channels) if modality == "visual" else SpectrogramResNet(channels)
+
+
 ENCODERS: dict[str, Callable[[str, int], nn.Module]] = {
     "cgmnist": _conv_encoder,
+    "cremad": _cremad_encoder,
 }
 
 
