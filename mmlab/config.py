@@ -16,6 +16,9 @@ from typing import Any, Mapping
 
 from .profiles import get_profile
 
+#: forward-pass arithmetic a run may ask for (``RunConfig.precision``)
+PRECISIONS = ("fp32", "bf16")
+
 
 @dataclass(frozen=True)
 class RunConfig:
@@ -39,6 +42,9 @@ class RunConfig:
     # learning speed, per epoch each modality's conditional utilization rate. Left out of the
     # identity when False, so the keys of runs that do not ask for it are unchanged.
     measure_imbalance: bool = False
+    # arithmetic of the forward pass: "fp32", or "bf16" (autocast to bfloat16: the GPU path of
+    # CREMA-D's ResNets, chapter 5). Part of the identity only when not "fp32".
+    precision: str = "fp32"
 
     @classmethod
     def from_profile(
@@ -95,6 +101,8 @@ class RunConfig:
             raise ValueError("batch_size must be at least 2 (BatchNorm needs two samples)")
         if not self.lr > 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {self.precision!r}")
         if self.grad_probe_every < 0:
             raise ValueError("grad_probe_every must be >= 0 (0 switches the probe off)")
         return self
@@ -106,6 +114,8 @@ class RunConfig:
         d["dataset_options"] = dict(sorted(self.dataset_options.items()))
         if not d["measure_imbalance"]:
             del d["measure_imbalance"]  # optional settings at their default are not part of the key
+        if d["precision"] == "fp32":
+            del d["precision"]
         return d
 
     @classmethod

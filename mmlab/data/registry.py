@@ -23,6 +23,15 @@ class DatasetSpec:
     num_classes: int
     default_options: dict[str, Any] = field(default_factory=dict)
     builder: Callable[..., dict] | None = None
+    # training-time augmentation of a batch on the device, from the dataset's options:
+    # ``train_transform(options) -> (inputs, generator) -> inputs`` (CREMA-D's crops; chapter 5)
+    train_transform: Callable[[dict[str, Any]], Callable] | None = None
+
+    def batch_transform(self, options: Mapping[str, Any] | None = None):
+        """The training augmentation for these options, or ``None``."""
+        if self.train_transform is None:
+            return None
+        return self.train_transform(self.validate_options(options or {}))
 
     def validate_options(self, options: Mapping[str, Any]) -> dict[str, Any]:
         unknown = set(options) - set(self.default_options)

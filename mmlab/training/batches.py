@@ -4,23 +4,29 @@ CG-MNIST is small (uint8 images, well under 200 MB), so the whole split lives
 on the training device and a batch is an index into it: no DataLoader, no
 worker processes, no host-to-device copy per step. The shuffling order of epoch
 ``e`` depends only on ``(seed, e)``, which is what makes a resumed run follow
-the same path as an uninterrupted one.
+the same path as an uninterrupted one. A dataset's training augmentation (``transform``,
+e.g. CREMA-D's random crops, chapter 5) runs on the batch, on the device, with a generator
+seeded by ``(seed, epoch)`` for the same reason.
 """
 
 from __future__ import annotations
 
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import torch
+
+#: a training-time augmentation of a whole batch: ``(inputs, generator) -> inputs``
+BatchTransform = Callable[[dict[str, torch.Tensor], torch.Generator], dict[str, torch.Tensor]]
 
 
 class ResidentBatches:
     def __init__(self, split, modalities: Sequence[str], batch_size: int, device: torch.device,
-                 shuffle: bool = False, seed: int = 0):
+                 shuffle: bool = False, seed: int = 0, transform: BatchTransform | None = None):
         self.modalities = list(modalities)
         self.inputs = {m: split.inputs[m].to(device) for m in self.modalities}
         self.labels = split.labels.to(device)
         self.batch_size, self.device, self.shuffle, self.seed = batch_size, device, shuffle, seed
+        self.transform = transform
         self.num_samples = len(self.labels)
 
     def __len__(self) -> int:
@@ -35,11 +41,17 @@ class ResidentBatches:
 
     def epoch(self, epoch: int = 0) -> Iterator[tuple[dict[str, torch.Tensor], torch.Tensor]]:
         order = self.order(epoch)
+        generator = None
+        if self.transform is not None:
+            generator = torch.Generator(device=self.device)
+            generator.manual_seed(self.seed * 1_000_003 + epoch + 500_009)
         for start in range(0, self.num_samples, self.batch_size):
             idx = order[start:start + self.batch_size]
             if len(idx) < 2:
                 break
             inputs = {m: _as_float(x.index_select(0, idx)) for m, x in self.inputs.items()}
+            if self.transform is not None:
+                inputs = self.transform(inputs, generator)
             yield inputs, self.labels.index_select(0, idx)
 
 

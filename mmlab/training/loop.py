@@ -182,7 +182,8 @@ def train(
         data_seed=config.data_seed, options=config.dataset_options, root=data_root,
     )
     train_batches = ResidentBatches(splits["train"], modalities, config.batch_size, device,
-                                    shuffle=True, seed=config.seed)
+                                    shuffle=True, seed=config.seed,
+                                    transform=spec.batch_transform(config.dataset_options))
     eval_batches = {s: ResidentBatches(splits[s], modalities, EVAL_BATCH, device) for s in ("val", "test")}
 
     torch.manual_seed(config.seed)
@@ -223,6 +224,8 @@ def train(
 
         probes = {s: probe_batches(splits[s], modalities, device) for s in ("train", "val")}
 
+    # bf16 autocast (no loss scaling needed: bfloat16 has float32's exponent range)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16")
     probe_every = config.grad_probe_every
     check_every = 1 if device.type == "cpu" else 25
     t_start = time.perf_counter()
@@ -240,9 +243,10 @@ def train(
                      disable=not progress, desc=f"epoch {epoch + 1}", unit="batch")
         for inputs, labels in steps:
             state.labels = labels
-            output = model(inputs, intervene=lambda f: method.intervene(f, state))
-            losses = method.losses(output, labels, state)
-            total = method.total_loss(losses, state)
+            with autocast:
+                output = model(inputs, intervene=lambda f: method.intervene(f, state))
+                losses = method.losses(output, labels, state)
+                total = method.total_loss(losses, state)
             if (state.step % check_every == 0) and not torch.isfinite(total):
                 _raise_non_finite(losses, epoch, state.step, checkpoint_path)
             optimizer.zero_grad(set_to_none=True)
