@@ -1,0 +1,48 @@
+"""The published numbers in mmlab.reference are the ones in ../shared/reference/PUBLISHED.md."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from mmlab.reference import CGMNIST_PUBLISHED, CREMAD_PUBLISHED, published
+
+PUBLISHED_MD = Path(__file__).resolve().parent.parent.parent / "shared" / "reference" / "PUBLISHED.md"
+CGMNIST_ROWS = {"One joint loss": "joint", "Uniform baseline (L_mm + sum of L_u)": "uniform",
+                "Conventional Pareto (MGDA, Sener & Koltun 2018)": "mgda", "GradNorm": "gradnorm",
+                "PCGrad": "pcgrad", "MetaBalance": "metabalance", "MMPareto": "mmpareto"}
+CREMAD_ROWS = {"Audio-only": "unimodal-audio", "Video-only": "unimodal-visual",
+               "Unimodal pre-trained & fine-tune": "pretrain-finetune", "One joint loss": "joint",
+               "Uniform baseline": "uniform", "G-Blending": "gblending", "OGM(-GE)": "ogm_ge",
+               "Greedy": "greedy", "PMR": "pmr", "AGM": "agm", "MMPareto": "mmpareto"}
+
+
+def _table_after(heading: str) -> dict[str, list[float | None]]:
+    text = PUBLISHED_MD.read_text()
+    section = text[text.index(heading):]
+    rows = {}
+    for line in section.splitlines()[1:]:
+        if line.startswith("## "):
+            break
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) < 2 or set(cells[1]) <= set("- ") or cells[0] == "method":
+            continue
+        rows[cells[0]] = [None if c in ("–", "-") else float(c) for c in cells[1:]
+                          if re.fullmatch(r"[\d.]+|–|-", c)]
+    return rows
+
+
+@pytest.mark.skipif(not PUBLISHED_MD.exists(), reason="../shared/reference not at hand")
+def test_published_tables_match_the_reference_document():
+    cg = _table_after("## Colored-and-gray MNIST")
+    assert {CGMNIST_ROWS[k]: tuple(v) for k, v in cg.items()} == CGMNIST_PUBLISHED
+    cremad = _table_after("## CREMA-D (MMPareto paper, Table 1")
+    assert {CREMAD_ROWS[k]: tuple(v) for k, v in cremad.items()} == CREMAD_PUBLISHED
+
+
+def test_published_frames_carry_their_source():
+    for dataset in ("cgmnist", "cremad"):
+        assert "Wei & Hu" in published(dataset).attrs["source"]
+    assert published("avdigits").empty
