@@ -70,12 +70,7 @@ class RunConfig:
             raise TypeError(
                 f"Unknown RunConfig field(s) {sorted(unknown)}; valid: {sorted(known)}"
             )
-        base = dict(
-            train_size=prof.train_size, val_size=prof.val_size, test_size=prof.test_size,
-            epochs=prof.epochs, batch_size=prof.batch_size, lr=prof.lr,
-            momentum=prof.momentum, weight_decay=prof.weight_decay,
-            grad_probe_every=prof.grad_probe_every,
-        )
+        base = prof.settings_for(dataset)
         base.update(overrides)
         config = cls(
             dataset=dataset, method=method, seed=int(seed), profile=prof.name,
