@@ -83,6 +83,35 @@ DATASETS: dict[str, DatasetSpec] = {
 }
 
 
+def _build_cremad_shaped(**kwargs):
+    from .synthetic import make_cremad_shaped
+
+    return make_cremad_shaped(**kwargs)
+
+
+def _frames_augmentation(options):
+    """CREMA-D-style training augmentation of the frames: random resized crop and flip."""
+    from .augment import random_resized_crop
+
+    size = int(options["frame_size"])
+
+    def transform(inputs, generator):
+        return {**inputs, "visual": random_resized_crop(inputs["visual"], size, generator)}
+
+    return transform
+
+
+DATASETS["cremad_shaped"] = DatasetSpec(
+    name="cremad_shaped",
+    description="random content in CREMA-D's shapes (benchmarks and tests; nothing to learn)",
+    modalities={"audio": 1, "visual": 3},
+    num_classes=6,
+    default_options={"frames": 3, "frame_size": 224, "spectrogram_bins": 257, "spectrogram_frames": 188},
+    builder=_build_cremad_shaped,
+    train_transform=_frames_augmentation,
+)
+
+
 def get_dataset(name: str) -> DatasetSpec:
     """The dataset called ``name``; an unknown name lists the valid ones."""
     try:

@@ -33,6 +33,7 @@ def _cremad_encoder(modality: str, channels: int) -> nn.Module:
 ENCODERS: dict[str, Callable[[str, int], nn.Module]] = {
     "cgmnist": _conv_encoder,
     "cremad": _cremad_encoder,
+    "cremad_shaped": _cremad_encoder,
 }
 
 
