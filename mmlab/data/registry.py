@@ -70,6 +70,15 @@ def _build_cgmnist(*, train_size, val_size, test_size, data_seed, root, jitter_v
     return make_cgmnist(load_mnist(root), config)
 
 
+def _build_cremad(*, train_size, val_size, test_size, data_seed, root, frames):
+    from .cremad import load_cremad_splits
+
+    return load_cremad_splits(
+        train_size=train_size, val_size=val_size, test_size=test_size,
+        data_seed=data_seed, root=root, frames=frames,
+    )
+
+
 DATASETS: dict[str, DatasetSpec] = {
     "cgmnist": DatasetSpec(
         name="cgmnist",
@@ -79,6 +88,15 @@ DATASETS: dict[str, DatasetSpec] = {
         num_classes=10,
         default_options={"jitter_variance": 0.03, "val_coloring": "test"},
         builder=_build_cgmnist,
+    ),
+    "cremad": DatasetSpec(
+        name="cremad",
+        description="CREMA-D: six acted emotions, speech log-spectrograms and face frames at "
+        "1 fps, OGM-GE's split (preprocess it once: book/cremad.md)",
+        modalities={"audio": 1, "visual": 3},
+        num_classes=6,
+        default_options={"frames": 1},  # frames per clip handed out (OGM-GE: 1)
+        builder=_build_cremad,
     ),
 }
 
