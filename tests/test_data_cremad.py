@@ -485,3 +485,17 @@ def test_no_cache_says_how_to_get_cremad(tmp_path):
     for needle in ("book/cremad.md", "python -m mmlab preprocess-cremad RAW_ROOT", "no-cache/cremad",
                    "CheyneyComputerScience/CREMA-D", str(tmp_path / "cremad" / "cache")):
         assert needle in message
+
+
+def test_a_run_trains_on_the_preprocessed_cache(reference, tmp_path):
+    """Raw files -> cache -> the training loop with ResNet-18 encoders and augmented frames."""
+    from mmlab import RunConfig
+    from mmlab.training import train
+
+    config = RunConfig.from_profile(dataset="cremad", method="ogm_ge", profile="smoke", train_size=None, val_size=2,
+                                    test_size=None, epochs=1, batch_size=4, grad_probe_every=0)
+    record = train(config, checkpoint_dir=tmp_path, progress=False, data_root=str(reference))
+    n_train = len(TRAIN) - 2
+    assert record["dataset"]["train"]["size"] == n_train and record["dataset"]["test"]["size"] == len(TEST)
+    assert record["history"][0]["step"] == n_train // 4 + (n_train % 4 >= 2)  # a last batch of one is dropped
+    assert {"test/acc/audio", "test/acc/visual", "train/ogm_rho/audio"} <= set(record["history"][0])

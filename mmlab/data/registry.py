@@ -79,6 +79,18 @@ def _build_cremad(*, train_size, val_size, test_size, data_seed, root, frames):
     )
 
 
+def _frames_augmentation(options):
+    """OGM-GE's training augmentation of the frames, on the device: a random resized crop back to
+    the stored frame size, and a horizontal flip (:mod:`mmlab.data.augment`)."""
+    from .augment import random_resized_crop
+
+    def transform(inputs, generator):
+        frames = inputs["visual"]
+        return {**inputs, "visual": random_resized_crop(frames, frames.shape[-1], generator)}
+
+    return transform
+
+
 DATASETS: dict[str, DatasetSpec] = {
     "cgmnist": DatasetSpec(
         name="cgmnist",
@@ -97,6 +109,7 @@ DATASETS: dict[str, DatasetSpec] = {
         num_classes=6,
         default_options={"frames": 1},  # frames per clip handed out (OGM-GE: 1)
         builder=_build_cremad,
+        train_transform=_frames_augmentation,
     ),
 }
 
@@ -105,18 +118,6 @@ def _build_cremad_shaped(**kwargs):
     from .synthetic import make_cremad_shaped
 
     return make_cremad_shaped(**kwargs)
-
-
-def _frames_augmentation(options):
-    """CREMA-D-style training augmentation of the frames: random resized crop and flip."""
-    from .augment import random_resized_crop
-
-    size = int(options["frame_size"])
-
-    def transform(inputs, generator):
-        return {**inputs, "visual": random_resized_crop(inputs["visual"], size, generator)}
-
-    return transform
 
 
 DATASETS["cremad_shaped"] = DatasetSpec(
