@@ -1,4 +1,5 @@
-"""Command line: ``python -m mmlab train ...`` and ``python -m mmlab list``."""
+"""Command line: ``python -m mmlab train ...``, ``python -m mmlab sweep ...`` (see
+:mod:`mmlab.sweep`) and ``python -m mmlab list``."""
 
 from __future__ import annotations
 
@@ -61,8 +62,117 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--measure-imbalance", action="store_true",
                    help="record learning speeds per step and utilization rates per epoch (chapter 2)")
     t.add_argument("--no-progress", action="store_true")
+    _add_sweep_parser(sub)
     sub.add_parser("list", help="list datasets, methods and profiles")
     return parser
+
+
+def _add_sweep_parser(sub) -> None:
+    s = sub.add_parser(
+        "sweep", help="record many runs: datasets x methods x seeds x profiles, in parallel or on SLURM",
+        description="Record every run of datasets x methods x seeds x profiles that is not recorded yet;\n"
+        "unfinished runs resume from their checkpoints. A method (or dataset) is NAME or\n"
+        "NAME:KEY=VALUE[,KEY=VALUE...], e.g. unimodal:modality=gray or ogm_ge:alpha=0.8,window_end=30.\n"
+        "Exit status: 0 all recorded, 1 a run failed, 2 a bad name or an unreadable results file,\n"
+        "130 interrupted.",
+        epilog=_catalogue(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    s.add_argument("--method", "-m", nargs="+", action="extend", required=True, metavar="METHOD",
+                   help="method specs (repeatable)")
+    s.add_argument("--dataset", nargs="+", action="extend", metavar="DATASET",
+                   help="dataset specs (default: cgmnist)")
+    s.add_argument("--seed", nargs="+", action="extend", type=int, metavar="SEED",
+                   help="seeds (default: each profile's seeds)")
+    s.add_argument("--profile", nargs="+", action="extend", metavar="PROFILE",
+                   help="profiles (default: $MMLAB_PROFILE or quick)")
+    s.add_argument("--data-option", action="append", type=_parse_option, default=[], metavar="KEY=VALUE",
+                   help="a dataset option for every dataset (repeatable)")
+    s.add_argument("--epochs", type=int, help="override the profiles' number of epochs")
+    s.add_argument("--measure-imbalance", action="store_true", help="as for train (chapter 2)")
+    s.add_argument("--set", action="append", type=_parse_option, default=[], metavar="FIELD=VALUE",
+                   dest="overrides", help="override a RunConfig field, e.g. train_size=1000 (repeatable)")
+    s.add_argument("--jobs", "-j", type=int, default=None,
+                   help="runs at once: local worker processes (default 1: in this process); "
+                   "slurm: array tasks running at once")
+    s.add_argument("--device", default=None, help="cpu, cuda, mps (default: the best available); "
+                   "with cuda, the --jobs runs share the GPU")
+    s.add_argument("--results", default=None, help="results folder (default: $MMLAB_RESULTS or ./results)")
+    s.add_argument("--data", default=None, help="data folder (default: $MMLAB_DATA, then a download)")
+    s.add_argument("--overwrite", action="store_true",
+                   help="train every run again and replace its record (unreadable ones too)")
+    s.add_argument("--dry-run", action="store_true", help="show what is recorded and what would train; train nothing")
+    s.add_argument("--no-progress", action="store_true", help="no progress bar (per-run lines are still printed)")
+    s.add_argument("--backend", default="local", choices=["local", "slurm"],
+                   help="local (default) or slurm (pip install 'mmlab[slurm]')")
+    g = s.add_argument_group("slurm backend (submitit)")
+    g.add_argument("--slurm-partition")
+    g.add_argument("--slurm-gpus-per-task", type=int)
+    g.add_argument("--slurm-cpus-per-task", type=int, help="also the torch threads of each run")
+    g.add_argument("--slurm-time", help="time limit per run: minutes or [D-]HH:MM:SS")
+    g.add_argument("--slurm-mem-gb", type=float)
+    g.add_argument("--slurm-account")
+    g.add_argument("--slurm-folder", help="submitit's logs (default: <results>/.submitit)")
+    g.add_argument("--slurm-param", action="append", type=_parse_option, default=[], metavar="KEY=VALUE",
+                   help="any other slurm_KEY parameter of submitit, e.g. qos=high (repeatable)")
+    g.add_argument("--no-wait", action="store_true", help="submit the jobs and return")
+
+
+def _table(frame) -> str:
+    """A sweep's DataFrame as text: accuracies to 4 decimals, seconds to 1, blanks for missing values."""
+    formats = {"test_acc": "{:.4f}".format, "wall_s": "{:.1f}".format}
+    shown = frame.astype(object).where(frame.notna(), None)
+    for column, fmt in formats.items():
+        if column in shown:
+            shown[column] = [("" if v is None else fmt(v)) for v in shown[column]]
+    if "error" in shown:  # the whole message is on the run's line above
+        shown["error"] = [("" if e is None else e if len(e) <= 60 else e[:57] + "...") for e in shown["error"]]
+    return shown.fillna("").to_string(index=False)
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt  # SIGTERM stops a sweep as Ctrl-C does: unfinished runs keep their checkpoints
+
+
+def _sweep(args) -> int:
+    import signal
+
+    from .data.errors import DataIntegrityError, DataNotFoundError
+    from .results import ResultsStore
+    from .sweep import SlurmOptions, describe_status, plan_sweep, run_sweep, sweep_status
+
+    try:
+        overrides = dict(args.overrides)
+        if args.epochs:
+            overrides["epochs"] = args.epochs
+        if args.measure_imbalance:
+            overrides["measure_imbalance"] = True
+        configs = plan_sweep(args.dataset or ["cgmnist"], args.method, seeds=args.seed, profile=args.profile,
+                             dataset_options=dict(args.data_option), **overrides)
+        store = ResultsStore(args.results)
+        slurm = SlurmOptions(partition=args.slurm_partition, gpus_per_task=args.slurm_gpus_per_task,
+                             cpus_per_task=args.slurm_cpus_per_task, time=args.slurm_time,
+                             mem_gb=args.slurm_mem_gb, account=args.slurm_account, folder=args.slurm_folder,
+                             extra=dict(args.slurm_param), wait=not args.no_wait)
+        slurm.parameters()  # a bad --slurm-time fails here
+        if args.dry_run:
+            status = sweep_status(configs, store, overwrite=args.overwrite)
+            print(describe_status(status))
+            print(_table(status.drop(columns=["key", "path"])))
+            return 0
+        previous = signal.signal(signal.SIGTERM, _interrupt)
+        try:
+            summary = run_sweep(configs, store=store, jobs=args.jobs, device=args.device, backend=args.backend,
+                                overwrite=args.overwrite, data_root=args.data, progress=not args.no_progress,
+                                slurm=slurm)
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+    except KeyboardInterrupt:
+        return 130
+    except (UnknownNameError, TypeError, ValueError, DataNotFoundError, DataIntegrityError, ResultsFileError,
+            ImportError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(_table(summary.drop(columns=["key", "host", "pid", "threads"])))
+    return 1 if summary["status"].isin(["failed", "interrupted"]).any() else 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -71,6 +181,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "list":
         print(_catalogue())
         return 0
+    if args.command == "sweep":
+        return _sweep(args)
     from .config import RunConfig
     from .data.errors import DataIntegrityError, DataNotFoundError
     from .results import ResultsStore
