@@ -1,5 +1,6 @@
 """Command line: ``python -m mmlab train ...``, ``python -m mmlab sweep ...`` (see
-:mod:`mmlab.sweep`) and ``python -m mmlab list``."""
+:mod:`mmlab.sweep`), ``python -m mmlab preprocess-cremad ...`` (see :mod:`mmlab.data.cremad`)
+and ``python -m mmlab list``."""
 
 from __future__ import annotations
 
@@ -61,8 +62,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--overwrite", action="store_true", help="train again and replace a stored record")
     t.add_argument("--measure-imbalance", action="store_true",
                    help="record learning speeds per step and utilization rates per epoch (chapter 2)")
+    t.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
+                   help="forward-pass arithmetic: fp32, or bf16 autocast (for CREMA-D's ResNets on a GPU)")
     t.add_argument("--no-progress", action="store_true")
     _add_sweep_parser(sub)
+    _add_preprocess_parser(sub)
     sub.add_parser("list", help="list datasets, methods and profiles")
     return parser
 
@@ -76,8 +80,10 @@ def _add_sweep_parser(sub) -> None:
         "Exit status: 0 all recorded, 1 a run failed, 2 a bad name or an unreadable results file,\n"
         "130 interrupted.",
         epilog=_catalogue(), formatter_class=argparse.RawDescriptionHelpFormatter)
-    s.add_argument("--method", "-m", nargs="+", action="extend", required=True, metavar="METHOD",
-                   help="method specs (repeatable)")
+    s.add_argument("--method", "-m", nargs="+", action="extend", metavar="METHOD",
+                   help="method specs (repeatable); required unless --plan")
+    s.add_argument("--plan", action="store_true",
+                   help="every run of each dataset's reproduction table (chapter 7; mmlab.reproduction)")
     s.add_argument("--dataset", nargs="+", action="extend", metavar="DATASET",
                    help="dataset specs (default: cgmnist)")
     s.add_argument("--seed", nargs="+", action="extend", type=int, metavar="SEED",
@@ -116,6 +122,59 @@ def _add_sweep_parser(sub) -> None:
     g.add_argument("--no-wait", action="store_true", help="submit the jobs and return")
 
 
+def _reproduction_plan(args, overrides):
+    from .reproduction import reproduction_configs
+
+    if args.method:
+        raise ValueError("--plan trains the reproduction table's runs: leave out --method (or drop --plan)")
+    if args.data_option:
+        overrides = {**overrides, "dataset_options": dict(args.data_option)}
+    configs = []
+    for profile in args.profile or [None]:
+        for dataset in args.dataset or ["cgmnist"]:
+            configs += reproduction_configs(dataset, profile, seeds=args.seed, **overrides)
+    return configs
+
+
+def _add_preprocess_parser(sub) -> None:
+    p = sub.add_parser(
+        "preprocess-cremad", help="turn the raw CREMA-D release into the cache the training reads (chapter 5)",
+        description="Decode CREMA-D's AudioWAV/*.wav and VideoFlash/*.flv once into memory-mapped arrays\n"
+        "(frames at 1 fps, log-spectrograms). Resumable: run it again after an interruption.\n"
+        "How to get CREMA-D: book/cremad.md.", formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("raw_root", help="the folder that holds AudioWAV/ and VideoFlash/")
+    p.add_argument("--cache-dir", default=None, help="where the cache goes (default: $MMLAB_CACHE/cremad "
+                   "or ~/.cache/mmlab/cremad)")
+    p.add_argument("--split-dir", default=None, help="folder with OGM-GE's train.csv and test.csv "
+                   "(default: $MMLAB_DATA/cremad, then the raw folder)")
+    p.add_argument("--workers", type=int, default=None, help="processes (default: the CPU count)")
+    p.add_argument("--frames-per-clip", type=int, default=3)
+    p.add_argument("--frame-size", type=int, default=224)
+    p.add_argument("--overwrite", action="store_true", help="rebuild a cache made with other settings")
+    p.add_argument("--skip-unreadable", action="store_true", help="leave out clips whose files cannot be decoded")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def _preprocess(args) -> int:
+    from .data.cremad import preprocess_cremad
+    from .data.errors import DataIntegrityError, DataNotFoundError
+
+    try:
+        path = preprocess_cremad(args.raw_root, args.cache_dir, split_dir=args.split_dir, workers=args.workers,
+                                 frames_per_clip=args.frames_per_clip, frame_size=args.frame_size,
+                                 overwrite=args.overwrite, skip_unreadable=args.skip_unreadable,
+                                 progress=not args.no_progress)
+    except KeyboardInterrupt:
+        print("interrupted: the clips written so far are kept; run the same command again to go on.",
+              file=sys.stderr)
+        return 130
+    except (DataNotFoundError, DataIntegrityError, ValueError, RuntimeError, FileExistsError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"CREMA-D cache ready: {path}")
+    return 0
+
+
 def _table(frame) -> str:
     """A sweep's DataFrame as text: accuracies to 4 decimals, seconds to 1, blanks for missing values."""
     formats = {"test_acc": "{:.4f}".format, "wall_s": "{:.1f}".format}
@@ -145,8 +204,13 @@ def _sweep(args) -> int:
             overrides["epochs"] = args.epochs
         if args.measure_imbalance:
             overrides["measure_imbalance"] = True
-        configs = plan_sweep(args.dataset or ["cgmnist"], args.method, seeds=args.seed, profile=args.profile,
-                             dataset_options=dict(args.data_option), **overrides)
+        if args.plan:
+            configs = _reproduction_plan(args, overrides)
+        elif not args.method:
+            raise ValueError("name the runs: --method METHOD [...], or --plan for the reproduction table's runs")
+        else:
+            configs = plan_sweep(args.dataset or ["cgmnist"], args.method, seeds=args.seed, profile=args.profile,
+                                 dataset_options=dict(args.data_option), **overrides)
         store = ResultsStore(args.results)
         slurm = SlurmOptions(partition=args.slurm_partition, gpus_per_task=args.slurm_gpus_per_task,
                              cpus_per_task=args.slurm_cpus_per_task, time=args.slurm_time,
@@ -183,6 +247,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command == "sweep":
         return _sweep(args)
+    if args.command == "preprocess-cremad":
+        return _preprocess(args)
     from .config import RunConfig
     from .data.errors import DataIntegrityError, DataNotFoundError
     from .results import ResultsStore
@@ -195,6 +261,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         overrides = {"epochs": args.epochs} if args.epochs else {}
         if args.measure_imbalance:
             overrides["measure_imbalance"] = True
+        if args.precision != "fp32":
+            overrides["precision"] = args.precision
         config = RunConfig.from_profile(
             dataset=args.dataset, method=args.method, seed=args.seed, profile=args.profile,
             method_options=options, dataset_options=dict(args.data_option), **overrides,

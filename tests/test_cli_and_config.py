@@ -73,3 +73,25 @@ def test_cli_asks_for_the_imbalance_measures(monkeypatch, results_dir, capsys):
     assert main(["train", "--method", "greedy", "--profile", "smoke", "--measure-imbalance"]) == 0
     assert main(["train", "--method", "joint", "--profile", "smoke"]) == 0
     assert seen[0].measure_imbalance and seen[0].method == "greedy" and not seen[1].measure_imbalance
+
+
+def test_sweep_plan_dry_run_finds_the_committed_records(capsys):
+    from pathlib import Path
+
+    from mmlab.cli import main
+
+    results = Path(__file__).resolve().parent.parent / "results"
+    assert main(["sweep", "--plan", "--profile", "full", "--dry-run", "--results", str(results)]) == 0
+    out = capsys.readouterr().out
+    assert "36 runs: 12 recorded, 24 to train" in out
+    assert main(["sweep", "--plan", "--method", "joint", "--dry-run"]) == 2
+    assert "leave out --method" in capsys.readouterr().err
+    assert main(["sweep", "--dry-run"]) == 2
+    assert "--plan" in capsys.readouterr().err
+
+
+def test_preprocess_cremad_names_a_missing_folder(tmp_path, capsys):
+    from mmlab.cli import main
+
+    assert main(["preprocess-cremad", str(tmp_path / "nowhere"), "--no-progress"]) == 2
+    assert "nowhere" in capsys.readouterr().err
