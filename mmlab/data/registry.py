@@ -61,6 +61,18 @@ def _build_cgmnist(*, train_size, val_size, test_size, data_seed, root, jitter_v
     return make_cgmnist(load_mnist(root), config)
 
 
+def _build_avdigits(*, train_size, val_size, test_size, data_seed, root, image_noise,
+                    image_pca_energy_removed, audio_noise):
+    from .avdigits import AVDigitsConfig, find_fsdd_dir, list_recordings, make_avdigits
+    from .mnist import load_mnist
+
+    config = AVDigitsConfig(
+        train_size=train_size, val_size=val_size, test_size=test_size, image_noise=image_noise,
+        image_pca_energy_removed=image_pca_energy_removed, audio_noise=audio_noise, seed=data_seed,
+    )
+    return make_avdigits(load_mnist(root), list_recordings(find_fsdd_dir(root)), config)
+
+
 DATASETS: dict[str, DatasetSpec] = {
     "cgmnist": DatasetSpec(
         name="cgmnist",
@@ -70,6 +82,15 @@ DATASETS: dict[str, DatasetSpec] = {
         num_classes=10,
         default_options={"jitter_variance": 0.03, "val_coloring": "test"},
         builder=_build_cgmnist,
+    ),
+    "avdigits": DatasetSpec(
+        name="avdigits",
+        description="Audio-visual digits: an MNIST image and a spoken digit (FSDD log-spectrogram) "
+        "of the same class; knobs degrade either modality (chapter 5)",
+        modalities={"image": 1, "audio": 1},
+        num_classes=10,
+        default_options={"image_noise": 0.0, "image_pca_energy_removed": 0.75, "audio_noise": 0.0},
+        builder=_build_avdigits,
     ),
 }
 
