@@ -91,6 +91,18 @@ def _frames_augmentation(options):
     return transform
 
 
+def _build_avdigits(*, train_size, val_size, test_size, data_seed, root, image_noise,
+                    image_pca_energy_removed, audio_noise):
+    from .avdigits import AVDigitsConfig, find_fsdd_dir, list_recordings, make_avdigits
+    from .mnist import load_mnist
+
+    config = AVDigitsConfig(
+        train_size=train_size, val_size=val_size, test_size=test_size, image_noise=image_noise,
+        image_pca_energy_removed=image_pca_energy_removed, audio_noise=audio_noise, seed=data_seed,
+    )
+    return make_avdigits(load_mnist(root), list_recordings(find_fsdd_dir(root)), config)
+
+
 DATASETS: dict[str, DatasetSpec] = {
     "cgmnist": DatasetSpec(
         name="cgmnist",
@@ -110,6 +122,15 @@ DATASETS: dict[str, DatasetSpec] = {
         default_options={"frames": 1},  # frames per clip handed out (OGM-GE: 1)
         builder=_build_cremad,
         train_transform=_frames_augmentation,
+    ),
+    "avdigits": DatasetSpec(
+        name="avdigits",
+        description="Audio-visual digits: an MNIST image and a spoken digit (FSDD log-spectrogram) "
+        "of the same class; knobs degrade either modality (chapter 5)",
+        modalities={"image": 1, "audio": 1},
+        num_classes=10,
+        default_options={"image_noise": 0.0, "image_pca_energy_removed": 0.75, "audio_noise": 0.0},
+        builder=_build_avdigits,
     ),
 }
 
