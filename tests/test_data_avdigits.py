@@ -299,6 +299,9 @@ def test_too_large_sizes_and_bad_knobs_are_refused(fake):
     with pytest.raises(ValueError, match="needs train_size >= 2"):
         config = AVDigitsConfig(train_size=1, val_size=50, image_pca_energy_removed=0.5)
         make_avdigits(mnist, recordings, config, cache_dir=cache)
+    with pytest.raises(ValueError, match="images of digit 0 but the recordings given hold none"):
+        without = [r for r in recordings if not (r.digit == 0 and r.split == "val")]
+        make_avdigits(mnist, without, AVDigitsConfig(val_size=50), cache_dir=cache, progress=False)
     for bad in ({"image_noise": -0.1}, {"image_pca_energy_removed": 1.5}, {"audio_noise": float("nan")},
                 {"image_noise": True}, {"train_size": -1}, {"seed": 1.5}):
         with pytest.raises(ValueError, match=next(iter(bad))):

@@ -367,13 +367,16 @@ def _choose(pool: int, size: int | None, what: str, generator: torch.Generator) 
     return torch.randperm(pool, generator=generator)[:size].sort().values
 
 
-def _pair(labels: torch.Tensor, digits: torch.Tensor, pool: torch.Tensor,
+def _pair(labels: torch.Tensor, digits: torch.Tensor, pool: torch.Tensor, split: str,
           generator: torch.Generator) -> torch.Tensor:
     """For each label, a recording (index) of that digit drawn uniformly from ``pool``."""
     chosen = torch.empty_like(labels)
     for digit in range(NUM_CLASSES):
         where = labels == digit
         candidates = pool[digits[pool] == digit]
+        if where.any() and len(candidates) == 0:
+            raise ValueError(f"The {split} split has images of digit {digit} but the recordings "
+                             "given hold none of it for that split.")
         draws = torch.randint(len(candidates), (int(where.sum()),), generator=generator)
         chosen[where] = candidates[draws]
     return chosen
@@ -407,7 +410,7 @@ def make_avdigits(mnist: MNIST, recordings: list[Recording],
     digits = torch.tensor([r.digit for r in recordings], dtype=torch.int64)
     part = np.array([r.split for r in recordings])
     paired = {name: _pair(labels[idx].to(torch.int64), digits,
-                          torch.from_numpy(np.flatnonzero(part == name)), generator)
+                          torch.from_numpy(np.flatnonzero(part == name)), name, generator)
               for name, (_, labels, idx) in sources.items()}
 
     pca = None
