@@ -46,7 +46,8 @@ def write_fsdd(folder: Path, takes=(0, 5, 10), speakers=("alice",), seconds=0.25
         for speaker in speakers:
             for take in takes:
                 wave = amplitude * np.sin(2 * np.pi * (300 + 100 * digit) * t + take)
-                wavfile.write(folder / f"{digit}_{speaker}_{take}.wav", RATE, (wave * 32767).astype(np.int16))
+                pcm = (wave * 32767).astype(np.int16)
+                wavfile.write(folder / f"{digit}_{speaker}_{take}.wav", RATE, pcm)
     return folder
 
 
@@ -62,7 +63,8 @@ def fake_mnist(n_train=300, n_test=120, seed=0) -> MNIST:
 def fake(tmp_path_factory):
     """A fake FSDD (two speakers, takes in every split) with its cache folder, and a fake MNIST."""
     base = tmp_path_factory.mktemp("fake")
-    recordings = list_recordings(write_fsdd(base / "recordings", takes=(0, 3, 5, 7, 10, 20), speakers=("alice", "bob")))
+    folder = write_fsdd(base / "recordings", takes=(0, 3, 5, 7, 10, 20), speakers=("alice", "bob"))
+    recordings = list_recordings(folder)
     spectrogram_bank(recordings, cache_dir=base / "cache", progress=False)
     return fake_mnist(), recordings, base / "cache"
 
@@ -102,7 +104,8 @@ def test_recordings_are_parsed_and_assigned_to_splits(tmp_path):
     assert len(list_recordings(tmp_path / "rec")) == len(recordings) == 60
     first = next(r for r in recordings if r.path.name == "7_alice_9.wav")
     assert (first.digit, first.speaker, first.take, first.split) == (7, "alice", 9, "val")
-    assert {r.take: r.split for r in recordings} == {0: "test", 4: "test", 5: "val", 9: "val", 10: "train", 49: "train"}
+    assert {r.take: r.split for r in recordings} == {
+        0: "test", 4: "test", 5: "val", 9: "val", 10: "train", 49: "train"}
 
 
 @pytest.mark.parametrize("name, words", [
@@ -123,7 +126,8 @@ def test_unexpected_file_names_are_refused_by_name(tmp_path, name, words):
 def test_a_digit_without_recordings_in_a_split_is_an_error(tmp_path, take, split):
     folder = write_fsdd(tmp_path / "rec")
     (folder / f"3_alice_{take}.wav").unlink()
-    with pytest.raises(DataIntegrityError, match=f"no recording of digit 3 for the {split} split") as err:
+    words = f"no recording of digit 3 for the {split} split"
+    with pytest.raises(DataIntegrityError, match=words) as err:
         list_recordings(folder)
     assert str(folder) in str(err.value)
 
@@ -144,7 +148,8 @@ def test_bank_holds_each_recordings_log_spectrogram(tmp_path, temporary_cache):
     assert av.SPECTROGRAM_SHAPE == (129, 63)
     assert bank.shape == (30, 129, 63) and bank.dtype == torch.float16
     for i in (0, 17):
-        expected = log_spectrogram(*read_wav(recordings[i].path), target_rate=8000, seconds=1.0, n_fft=256, hop_length=128)
+        expected = log_spectrogram(*read_wav(recordings[i].path), target_rate=8000, seconds=1.0,
+                                   n_fft=256, hop_length=128)
         np.testing.assert_allclose(bank[i].float().numpy(), expected, rtol=1e-3, atol=1e-2)
     assert len(list((temporary_cache / "avdigits").glob("*.npz"))) == 1
 
@@ -172,7 +177,8 @@ def test_a_corrupt_cache_is_rebuilt_with_a_warning(tmp_path, temporary_cache, da
         path.write_bytes(path.read_bytes()[:5000])
     else:
         specs = good.numpy()[:, :5] if damage == "wrong_shape" else good.numpy()
-        names = [r.path.name for r in recordings][::-1] if damage == "other_names" else [r.path.name for r in recordings]
+        names = [r.path.name for r in recordings]
+        names = names[::-1] if damage == "other_names" else names
         np.savez(path.with_suffix(""), spectrograms=specs, names=np.array(names))
     with pytest.warns(UserWarning, match=f"spectrogram cache {path} cannot be used"):
         rebuilt = spectrogram_bank(recordings, progress=False)
@@ -225,7 +231,7 @@ def test_pca_removal_removes_the_fraction_of_variance(fraction, seed):
     images = images.to(torch.uint8).reshape(400, 10, 10)
     pca = PCAEnergyRemoval.fit(images, fraction)
     k = pca.components.shape[1]
-    np.testing.assert_allclose(pca.components.T @ pca.components, np.eye(k), atol=1e-8)
+    torch.testing.assert_close(pca.components.T @ pca.components, torch.eye(k, dtype=torch.float64))
 
     def removed_by(components):
         return 1 - _variance(PCAEnergyRemoval(pca.mean, components, 0).apply(images)) / _variance(images)
@@ -242,16 +248,18 @@ def test_pca_removal_extremes():
     assert (flat - flat.mean(0)).abs().max() <= 1
 
 
-@settings(max_examples=50, deadline=None)
+@settings(max_examples=30, deadline=None)
 @given(std=st.floats(0.01, 0.12), seed=st.integers(0, 10_000))
 def test_pixel_noise_std_is_the_knob(std, seed):
     gray = torch.full((64, 28, 28), 128, dtype=torch.uint8)  # far from 0 and 255: no clipping
     noisy = add_pixel_noise(gray, std, torch.Generator().manual_seed(seed))
     assert noisy.dtype == torch.uint8
-    diff = (noisy.double() - 128) / 255
-    assert abs(diff.std().item() / std - 1) < 0.03 and abs(diff.mean().item()) < 0.1 * std
+    diff = noisy.double() - 128
+    measured = (diff.var().item() - 1 / 12) ** 0.5 / 255  # rounding to whole levels adds 1/12
+    assert abs(measured / std - 1) < 0.015 and abs(diff.mean().item()) < 0.05 * std * 255
     assert torch.equal(add_pixel_noise(gray, 0.0, torch.Generator()), gray)
-    clipped = add_pixel_noise(torch.zeros(4, 8, 8, dtype=torch.uint8), 1.0, torch.Generator().manual_seed(seed))
+    black = torch.zeros(4, 8, 8, dtype=torch.uint8)
+    clipped = add_pixel_noise(black, 1.0, torch.Generator().manual_seed(seed))
     assert clipped.min() == 0 and clipped.max() == 255
 
 
@@ -263,7 +271,8 @@ def test_pixel_noise_std_is_the_knob(std, seed):
        val=st.integers(0, 100), test=st.one_of(st.none(), st.integers(0, 120)))
 def test_pairing_matches_classes_and_respects_the_take_split(fake, seed, train, val, test):
     mnist, recordings, cache = fake
-    splits = make_avdigits(mnist, recordings, AVDigitsConfig(train, val, test, seed=seed), cache_dir=cache, progress=False)
+    config = AVDigitsConfig(train, val, test, seed=seed)
+    splits = make_avdigits(mnist, recordings, config, cache_dir=cache, progress=False)
     assert len(splits["train"]) == (300 - val if train is None else train)
     assert len(splits["val"]) == val and len(splits["test"]) == (120 if test is None else test)
     takes = {"train": {10, 20}, "val": {5, 7}, "test": {0, 3}}
@@ -272,9 +281,11 @@ def test_pairing_matches_classes_and_respects_the_take_split(fake, seed, train, 
         assert [r.digit for r in chosen] == split.labels.tolist()
         assert {r.take for r in chosen} <= takes[name]
         assert split.labels.dtype == torch.int64
-        assert split.inputs["image"].shape == (len(split), 1, 28, 28) and split.inputs["image"].dtype == torch.uint8
+        assert split.inputs["image"].shape == (len(split), 1, 28, 28)
+        assert split.inputs["image"].dtype == torch.uint8
         assert split.inputs["audio"].shape == (len(split), 1, 129, 63)
-    assert not set(splits["train"].extras["mnist_index"].tolist()) & set(splits["val"].extras["mnist_index"].tolist())
+    train_images, val_images = (set(splits[s].extras["mnist_index"].tolist()) for s in ("train", "val"))
+    assert not train_images & val_images
 
 
 def test_too_large_sizes_and_bad_knobs_are_refused(fake):
@@ -285,6 +296,12 @@ def test_too_large_sizes_and_bad_knobs_are_refused(fake):
         make_avdigits(mnist, recordings, AVDigitsConfig(val_size=50, test_size=121), cache_dir=cache)
     with pytest.raises(ValueError, match="val_size"):
         make_avdigits(mnist, recordings, AVDigitsConfig(val_size=301), cache_dir=cache)
+    with pytest.raises(ValueError, match="needs train_size >= 2"):
+        config = AVDigitsConfig(train_size=1, val_size=50, image_pca_energy_removed=0.5)
+        make_avdigits(mnist, recordings, config, cache_dir=cache)
+    with pytest.raises(ValueError, match="images of digit 0 but the recordings given hold none"):
+        without = [r for r in recordings if not (r.digit == 0 and r.split == "val")]
+        make_avdigits(mnist, without, AVDigitsConfig(val_size=50), cache_dir=cache, progress=False)
     for bad in ({"image_noise": -0.1}, {"image_pca_energy_removed": 1.5}, {"audio_noise": float("nan")},
                 {"image_noise": True}, {"train_size": -1}, {"seed": 1.5}):
         with pytest.raises(ValueError, match=next(iter(bad))):
@@ -307,13 +324,15 @@ def real(tmp_path_factory):
 def build(real, **config):
     mnist, recordings, cache = real
     defaults = dict(train_size=1000, val_size=300, test_size=400, seed=0)
-    return make_avdigits(mnist, recordings, AVDigitsConfig(**{**defaults, **config}), cache_dir=cache, progress=False)
+    config = AVDigitsConfig(**{**defaults, **config})
+    return make_avdigits(mnist, recordings, config, cache_dir=cache, progress=False)
 
 
 def test_real_fsdd_has_the_official_layout(real):
     _, recordings, _ = real
     assert len(recordings) == 3000
-    assert {r.speaker for r in recordings} == {"george", "jackson", "lucas", "nicolas", "theo", "yweweler"}
+    speakers = {"george", "jackson", "lucas", "nicolas", "theo", "yweweler"}
+    assert {r.speaker for r in recordings} == speakers
     counts = {s: sum(r.split == s for r in recordings) for s in ("train", "val", "test")}
     assert counts == {"train": 2400, "val": 300, "test": 300}
 
@@ -324,13 +343,16 @@ def test_real_splits_pair_same_class_recordings_of_their_split(real):
     bank = spectrogram_bank(recordings, cache_dir=cache, progress=False)
     for name, split in splits.items():
         rec = split.extras["recording"]
-        assert all(recordings[i].digit == y and recordings[i].split == name for i, y in zip(rec.tolist(), split.labels.tolist()))
+        chosen = [recordings[i] for i in rec.tolist()]
+        assert [r.digit for r in chosen] == split.labels.tolist()
+        assert {r.split for r in chosen} == {name}
         assert torch.equal(split.inputs["audio"][:, 0], bank[rec])
         assert split.inputs["audio"].dtype == torch.float16
         assert split.extras["recording_names"][rec[0]] == recordings[rec[0]].path.name
         source = mnist.test_images if name == "test" else mnist.train_images
         labels = mnist.test_labels if name == "test" else mnist.train_labels
-        assert torch.equal(split.inputs["image"][:, 0], source[split.extras["mnist_index"]])  # knobs at 0: unchanged
+        # knobs at 0: the images are MNIST's, unchanged
+        assert torch.equal(split.inputs["image"][:, 0], source[split.extras["mnist_index"]])
         assert torch.equal(split.labels, labels[split.extras["mnist_index"]])
     # no training sample hears a recording of another split
     used = torch.bincount(splits["train"].extras["recording"], minlength=3000)
@@ -355,12 +377,14 @@ def test_seeds_fix_the_splits_and_knobs_leave_the_pairing_alone(real):
 def test_real_pca_removal_removes_about_the_fraction_of_training_variance(real, fraction):
     mnist = real[0]
     clean, degraded = build(real), build(real, image_pca_energy_removed=fraction)
-    removed = 1 - _variance(degraded["train"].inputs["image"]) / _variance(clean["train"].inputs["image"])
+    before, after = (_variance(s["train"].inputs["image"]) for s in (clean, degraded))
+    removed = 1 - after / before
     # at least the fraction; clipping the result back to [0, 1] removes a little more
     assert fraction - 0.01 <= removed <= fraction + 0.1
     # the same transformation, fitted on the training images, is applied to the test images
     pca = PCAEnergyRemoval.fit(mnist.train_images[clean["train"].extras["mnist_index"]], fraction)
-    assert torch.equal(degraded["test"].inputs["image"][:, 0], pca.apply(clean["test"].inputs["image"][:, 0]))
+    expected = pca.apply(clean["test"].inputs["image"][:, 0])
+    assert torch.equal(degraded["test"].inputs["image"][:, 0], expected)
 
 
 def test_real_image_noise_has_the_knob_std(real):

@@ -36,7 +36,8 @@ set how informative each modality is, so the imbalance between them is real and 
   centred on their mean); the fewest leading principal components whose variance reaches the
   fraction f of the total are found, and every image (train, val and test) loses its projection
   on them: ``x - U U^T (x - mean)``, then is clipped to [0, 1] and rounded back to ``uint8``.
-  AV-MNIST removes 75 % of the energy this way.
+  The projection removes the share ``PCAEnergyRemoval.removed`` (>= f) of the training variance;
+  the clipping removes somewhat more. AV-MNIST removes 75 % of the energy this way.
 * ``image_noise`` = s: Gaussian noise of standard deviation ``s * 255`` added to every pixel
   (after the PCA removal), clipped to 0-255 and rounded; drawn afresh for each sample.
 * ``audio_noise`` = a: Gaussian noise added to each recording's wave before its spectrogram, of
@@ -46,8 +47,8 @@ set how informative each modality is, so the imbalance between them is real and 
 At 0 a knob changes nothing, and no knob changes which images or recordings are drawn.
 
 **Memory.** The audio of a split is gathered from the 3,000 spectrograms into one ``float16``
-tensor (16 KB a sample: 330 MB for 20,000 samples, 900 MB for all 55,000 training images);
-the batches turn it into float32 one mini-batch at a time.
+tensor (16 KB a sample: 325 MB for 20,000 samples, 890 MB for all 55,000 training images, on
+the training device); the batches turn it into float32 one mini-batch at a time.
 
 Example::
 
@@ -58,6 +59,7 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -123,7 +125,8 @@ class Recording:
         return "val" if self.take in VAL_TAKES else "train"
 
 
-def find_fsdd_dir(root: str | os.PathLike | None = None, cache_dir: str | os.PathLike | None = None) -> Path:
+def find_fsdd_dir(root: str | os.PathLike | None = None,
+                  cache_dir: str | os.PathLike | None = None) -> Path:
     """The first folder holding FSDD's ``.wav`` files.
 
     Looks in ``root``, then ``$MMLAB_DATA``, then the cache folder (``cache_dir``, else
@@ -196,6 +199,18 @@ def add_wave_noise(wave: np.ndarray, audio_noise: float, rng: np.random.Generato
     return (wave + rng.normal(0.0, audio_noise * rms, wave.shape)).astype(np.float32)
 
 
+@contextlib.contextmanager
+def _one_thread():
+    """Run torch on one thread: these small transforms gain little from more, and torch's thread
+    pool slows down many times over when other processes compete for the CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def _spectrogram(path: Path, audio_noise: float, rng: np.random.Generator) -> np.ndarray:
     wave, rate = read_wav(path)
     return log_spectrogram(add_wave_noise(wave, audio_noise, rng), rate, target_rate=TARGET_RATE,
@@ -216,7 +231,7 @@ def _cache_path(recordings: list[Recording], audio_noise: float, seed: int, cach
 def _read_cache(path: Path, names: list[str]) -> np.ndarray:
     """The cached spectrograms; raises ``ValueError`` (with the reason) if they cannot be used."""
     try:
-        with np.load(path, allow_pickle=False) as archive:
+        with open(path, "rb") as file, np.load(file, allow_pickle=False) as archive:
             specs, cached_names = archive["spectrograms"], archive["names"].tolist()
     except Exception as exc:  # zipfile.BadZipFile, KeyError, OSError, EOFError ...
         raise ValueError(f"{type(exc).__name__}: {exc}") from None
@@ -251,13 +266,9 @@ def spectrogram_bank(recordings: list[Recording], *, audio_noise: float = 0.0, s
             warnings.warn(f"The spectrogram cache {path} cannot be used ({problem}); rebuilding it.",
                           stacklevel=2)
     rng = np.random.default_rng(seed)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny transforms gain nothing from threads, and a busy CPU slows them 10x
-    try:
+    with _one_thread():
         specs = np.stack([_spectrogram(r.path, audio_noise, rng).astype(np.float16) for r in
                           tqdm(recordings, desc="FSDD spectrograms", disable=not progress, leave=False)])
-    finally:
-        torch.set_num_threads(threads)
     buffer = io.BytesIO()
     np.savez(buffer, spectrograms=specs, names=np.array(names))
     atomic_write_bytes(path, buffer.getvalue())
@@ -271,43 +282,42 @@ def spectrogram_bank(recordings: list[Recording], *, audio_noise: float = 0.0, s
 class PCAEnergyRemoval:
     """Remove the leading principal components of training images (AV-MNIST's degradation).
 
-    ``mean``: ``float64 [D]`` mean training image (pixels in [0, 1]); ``components``: ``[D, k]``
-    orthonormal leading principal directions; ``removed``: the fraction of the training
+    ``mean``: ``float64 [D]`` mean training image (pixels in [0, 1]); ``components``: ``float64
+    [D, k]`` orthonormal leading principal directions; ``removed``: the fraction of the training
     variance they carry (at least the fraction asked for, as ``k`` is a whole number).
     """
 
-    mean: np.ndarray
-    components: np.ndarray
+    mean: torch.Tensor
+    components: torch.Tensor
     removed: float
 
     @classmethod
     def fit(cls, images: torch.Tensor, fraction: float) -> PCAEnergyRemoval:
-        """Fit on ``uint8 [N, ...]`` images: the fewest components carrying ``fraction`` of the variance."""
-        flat = images.reshape(len(images), -1).numpy()
-        mean = flat.mean(axis=0, dtype=np.float64) / 255.0
-        scatter = np.zeros((flat.shape[1],) * 2)
-        for start in range(0, len(flat), _CHUNK):
-            centred = flat[start:start + _CHUNK] / 255.0 - mean
-            scatter += centred.T @ centred
-        variances, vectors = np.linalg.eigh(scatter)  # ascending
-        variances, vectors = np.clip(variances[::-1], 0, None), vectors[:, ::-1]
-        share = np.cumsum(variances) / max(variances.sum(), 1e-300)
-        k = 0 if fraction == 0 else int(np.searchsorted(share, fraction - 1e-12) + 1)
+        """Fit on ``uint8 [N, ...]`` images: the fewest components carrying ``fraction`` of the
+        variance."""
+        flat = images.reshape(len(images), -1)
+        with _one_thread():
+            mean = flat.double().mean(0) / 255.0
+            scatter = torch.zeros(flat.shape[1], flat.shape[1], dtype=torch.float64)
+            for chunk in flat.split(_CHUNK):
+                centred = chunk.double() / 255.0 - mean
+                scatter += centred.T @ centred
+            variances, vectors = torch.linalg.eigh(scatter)  # ascending
+        variances, vectors = variances.flip(0).clamp(min=0), vectors.flip(1)
+        share = variances.cumsum(0) / variances.sum().clamp(min=1e-300)
+        k = 0 if fraction == 0 else int(torch.searchsorted(share, fraction - 1e-12)) + 1
         k = min(k, len(share))
-        return cls(mean, np.ascontiguousarray(vectors[:, :k]), float(share[k - 1]) if k else 0.0)
+        return cls(mean, vectors[:, :k].contiguous(), float(share[k - 1]) if k else 0.0)
 
     def apply(self, images: torch.Tensor) -> torch.Tensor:
         """``images`` (``uint8``) without their projection on the components, clipped, rounded."""
         if self.components.shape[1] == 0:
             return images.clone()
-        flat = images.reshape(len(images), -1).numpy()
-        out = np.empty_like(flat)
-        mean, basis = self.mean.astype(np.float32), self.components.astype(np.float32)
-        for start in range(0, len(flat), _CHUNK):
-            x = flat[start:start + _CHUNK].astype(np.float32) / 255.0
-            x -= ((x - mean) @ basis) @ basis.T
-            out[start:start + _CHUNK] = np.rint(np.clip(x, 0.0, 1.0) * 255.0)
-        return torch.from_numpy(out.reshape(images.shape))
+        mean, basis = self.mean.float(), self.components.float()
+        with _one_thread():
+            out = [(x - ((x - mean) @ basis) @ basis.T).clamp_(0, 1).mul_(255).round_().to(torch.uint8)
+                   for x in images.reshape(len(images), -1).float().div_(255).split(_CHUNK)]
+        return torch.cat(out).reshape(images.shape)
 
 
 def add_pixel_noise(images: torch.Tensor, std: float, generator: torch.Generator) -> torch.Tensor:
@@ -357,18 +367,24 @@ def _choose(pool: int, size: int | None, what: str, generator: torch.Generator) 
     return torch.randperm(pool, generator=generator)[:size].sort().values
 
 
-def _pair(labels: torch.Tensor, digits: torch.Tensor, pool: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+def _pair(labels: torch.Tensor, digits: torch.Tensor, pool: torch.Tensor, split: str,
+          generator: torch.Generator) -> torch.Tensor:
     """For each label, a recording (index) of that digit drawn uniformly from ``pool``."""
     chosen = torch.empty_like(labels)
     for digit in range(NUM_CLASSES):
         where = labels == digit
         candidates = pool[digits[pool] == digit]
-        chosen[where] = candidates[torch.randint(len(candidates), (int(where.sum()),), generator=generator)]
+        if where.any() and len(candidates) == 0:
+            raise ValueError(f"The {split} split has images of digit {digit} but the recordings "
+                             "given hold none of it for that split.")
+        draws = torch.randint(len(candidates), (int(where.sum()),), generator=generator)
+        chosen[where] = candidates[draws]
     return chosen
 
 
-def make_avdigits(mnist: MNIST, recordings: list[Recording], config: AVDigitsConfig = AVDigitsConfig(),
-                  *, cache_dir: str | os.PathLike | None = None, progress: bool = True) -> dict[str, Split]:
+def make_avdigits(mnist: MNIST, recordings: list[Recording],
+                  config: AVDigitsConfig = AVDigitsConfig(), *,
+                  cache_dir: str | os.PathLike | None = None, progress: bool = True) -> dict[str, Split]:
     """The ``train``, ``val`` and ``test`` :class:`Split` s (see the module docstring).
 
     ``inputs``: ``"image"`` ``uint8 [N, 1, 28, 28]``, ``"audio"`` ``float16 [N, 1, 129, 63]``;
@@ -378,13 +394,15 @@ def make_avdigits(mnist: MNIST, recordings: list[Recording], config: AVDigitsCon
     generator = torch.Generator().manual_seed(int(config.seed))
     n_train = len(mnist.train_images)
     if config.val_size > n_train:
-        raise ValueError(f"val_size={config.val_size} is larger than the MNIST training set ({n_train}).")
+        raise ValueError(
+            f"val_size={config.val_size} is larger than the MNIST training set ({n_train}).")
     perm = torch.randperm(n_train, generator=generator)
     val_idx = perm[:config.val_size].sort().values
     rest = perm[config.val_size:]
-    train_idx = rest[_choose(len(rest), config.train_size, "train_size (MNIST training images "
-                             f"left after holding out val_size={config.val_size})", generator)].sort().values
-    test_idx = _choose(len(mnist.test_images), config.test_size, "test_size (MNIST test images)", generator)
+    what = f"train_size (MNIST training images left after holding out val_size={config.val_size})"
+    train_idx = rest[_choose(len(rest), config.train_size, what, generator)].sort().values
+    test_idx = _choose(len(mnist.test_images), config.test_size, "test_size (MNIST test images)",
+                       generator)
     sources = {"train": (mnist.train_images, mnist.train_labels, train_idx),
                "val": (mnist.train_images, mnist.train_labels, val_idx),
                "test": (mnist.test_images, mnist.test_labels, test_idx)}
@@ -392,11 +410,14 @@ def make_avdigits(mnist: MNIST, recordings: list[Recording], config: AVDigitsCon
     digits = torch.tensor([r.digit for r in recordings], dtype=torch.int64)
     part = np.array([r.split for r in recordings])
     paired = {name: _pair(labels[idx].to(torch.int64), digits,
-                          torch.from_numpy(np.flatnonzero(part == name)), generator)
+                          torch.from_numpy(np.flatnonzero(part == name)), name, generator)
               for name, (_, labels, idx) in sources.items()}
 
     pca = None
     if config.image_pca_energy_removed > 0:
+        if len(train_idx) < 2:
+            raise ValueError("image_pca_energy_removed > 0 fits a PCA on the training images, "
+                             f"so it needs train_size >= 2 (it is {len(train_idx)}).")
         pca = PCAEnergyRemoval.fit(mnist.train_images[train_idx], config.image_pca_energy_removed)
     bank = spectrogram_bank(recordings, audio_noise=config.audio_noise, seed=config.seed,
                             cache_dir=cache_dir, progress=progress)
