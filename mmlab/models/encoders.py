@@ -12,20 +12,27 @@ from torch import nn
 
 
 class ConvEncoder(nn.Module):
-    """Four convolutions and an average pool: ``[N, C, 28, 28] -> [N, feature_dim]``."""
+    """Four convolutions and an average pool: ``[N, C, H, W] -> [N, feature_dim]``.
 
-    def __init__(self, in_channels: int, feature_dim: int = 512):
+    ``pooled_size`` is the side of the average pool's output: 1 (the papers' global pool, for
+    digits) or more, which keeps a coarse layout of the feature map -- what a spectrogram needs,
+    where *where* in time and frequency the energy lies is the content (chapter 5).
+    ``stem_stride`` > 1 makes the first convolution stride, for inputs much larger than a digit
+    (a 129 x 63 spectrogram costs ten digits at stride 1).
+    """
+
+    def __init__(self, in_channels: int, feature_dim: int = 512, pooled_size: int = 1, stem_stride: int = 1):
         super().__init__()
-        self.in_channels, self.feature_dim = in_channels, feature_dim
+        self.in_channels, self.feature_dim, self.pooled_size = in_channels, feature_dim, pooled_size
         self.net = nn.Sequential(
             nn.BatchNorm2d(in_channels),
-            nn.Conv2d(in_channels, 32, 5, stride=1, padding=2), nn.ReLU(inplace=True),
+            nn.Conv2d(in_channels, 32, 5, stride=stem_stride, padding=2), nn.ReLU(inplace=True),
             nn.MaxPool2d(3, stride=2, padding=1),  # 28 -> 14
             nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(inplace=True),
             nn.Conv2d(32, 64, 3, stride=2, padding=1), nn.ReLU(inplace=True),  # 14 -> 7
             nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(inplace=True),
-            nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-            nn.Linear(64, feature_dim),
+            nn.AdaptiveAvgPool2d(pooled_size), nn.Flatten(),
+            nn.Linear(64 * pooled_size * pooled_size, feature_dim),
         )
 
     def forward(self, x):
