@@ -101,17 +101,12 @@ def _trunk_stages(trunk: nn.Module) -> list[nn.Module]:
     ]
 
 
-class SpectrogramResNet(nn.Module):
-    """Audio encoder: ``[N, 1, F, T]`` log-spectrogram -> ``[N, 512]``."""
+class _StagedEncoder(nn.Module):
+    """An encoder that is the composition of its ``_stages`` (a plain list of views of its layers,
+    so MMTM can run it stage by stage, chapter 2)."""
 
     stage_channels = (128, 256, FEATURE_DIM)
-
-    def __init__(self, in_channels: int = 1, prefer_torchvision: bool = True):
-        super().__init__()
-        self.trunk = resnet18_trunk(in_channels, prefer_torchvision)
-        self.feature_dim = FEATURE_DIM
-        first, second, last = _trunk_stages(self.trunk)
-        self._stages = [first, second, _PoolAfter(last)]  # a plain list: views of the trunk's layers
+    _stages: list[nn.Module]
 
     def forward(self, x):
         for stage in self._stages:
@@ -120,6 +115,17 @@ class SpectrogramResNet(nn.Module):
 
     def stages(self) -> list[nn.Module]:
         return list(self._stages)
+
+
+class SpectrogramResNet(_StagedEncoder):
+    """Audio encoder: ``[N, 1, F, T]`` log-spectrogram -> ``[N, 512]``."""
+
+    def __init__(self, in_channels: int = 1, prefer_torchvision: bool = True):
+        super().__init__()
+        self.trunk = resnet18_trunk(in_channels, prefer_torchvision)
+        self.feature_dim = FEATURE_DIM
+        first, second, last = _trunk_stages(self.trunk)
+        self._stages = [first, second, _PoolAfter(last)]  # a plain list: views of the trunk's layers
 
 
 class _PoolAfter(nn.Module):
@@ -149,11 +155,9 @@ class _PerFrame(nn.Module):
         return y.reshape(n, t, *y.shape[1:]).transpose(1, 2)
 
 
-class FramesResNet(nn.Module):
+class FramesResNet(_StagedEncoder):
     """Visual encoder: ``[N, T, 3, H, W]`` frames in [0, 1] -> ``[N, 512]`` (one 2-D ResNet-18
     over every frame, then the average over time and space)."""
-
-    stage_channels = (128, 256, FEATURE_DIM)
 
     def __init__(self, in_channels: int = 3, prefer_torchvision: bool = True):
         super().__init__()
@@ -164,14 +168,6 @@ class FramesResNet(nn.Module):
         # a plain list (not submodules): views of the layers registered above
         self._stages = [nn.Sequential(self.normalise, _PerFrame(first, frames_first=True)),
                         _PerFrame(second), _PoolAfter(_PerFrame(last))]
-
-    def forward(self, x):
-        for stage in self._stages:
-            x = stage(x)
-        return x
-
-    def stages(self) -> list[nn.Module]:
-        return list(self._stages)
 
 
 class FrameNormalisation(nn.Module):
