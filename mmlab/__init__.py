@@ -3,10 +3,11 @@
 The package grows out of the book's chapters: each module says which chapter
 explains it. Layers, from the bottom up::
 
-    data      -> MNIST, Colored-and-gray MNIST, the dataset registry
-    models    -> per-modality encoders, concatenation fusion, the classifier
+    data      -> MNIST, Colored-and-gray MNIST, audio, the audio-visual digits, CREMA-D, the registry
+    models    -> per-modality encoders (small CNNs, ResNet-18), fusion (concatenation, MMTM), the classifier
     methods   -> small objects that plug into the training loop's hooks
     training  -> the one training loop, checkpoints, the results store
+    sweep / reproduction -> many runs at once; the reproduction's plans and tables (chapter 7)
     metrics / analysis / plots / widgets -> what the chapters show
 
 Importing :mod:`mmlab` is light: plotting and widget modules load on demand.
