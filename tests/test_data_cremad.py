@@ -200,11 +200,14 @@ def test_preprocessing_writes_to_the_default_cache(raw, tmp_path, monkeypatch):
 # --------------------------------------------------------------------------- #
 # Interruption and resumption
 # --------------------------------------------------------------------------- #
-def recording(monkeypatch) -> list[str]:
-    """Record the clips :func:`cremad._process_clip` is asked to do (in this process)."""
+def recording(monkeypatch, crash_after: int | None = None) -> list[str]:
+    """Record the clips :func:`cremad._process_clip` is asked to do (in this process); with
+    ``crash_after=k``, raise KeyboardInterrupt when asked for a clip after the first k."""
     calls: list[str] = []
 
     def process(task):
+        if crash_after is not None and len(calls) == crash_after:
+            raise KeyboardInterrupt
         calls.append(task.clip)
         return PROCESS_CLIP(task)
 
@@ -213,15 +216,7 @@ def recording(monkeypatch) -> list[str]:
 
 
 def test_interrupted_run_resumes_where_it_stopped(pristine, reference, tmp_path, monkeypatch):
-    calls = []
-
-    def crash_after_four(task):
-        if len(calls) == 4:
-            raise KeyboardInterrupt
-        calls.append(task.clip)
-        return PROCESS_CLIP(task)
-
-    monkeypatch.setattr(cremad, "_process_clip", crash_after_four)
+    calls = recording(monkeypatch, crash_after=4)
     with pytest.raises(KeyboardInterrupt):
         run(pristine / "CREMA-D", tmp_path / "cache")
     idx = index(tmp_path / "cache")
@@ -340,15 +335,7 @@ def test_missing_files_are_all_reported_before_any_work(raw, tmp_path):
 
 
 def test_bad_input_keeps_what_was_done(raw, tmp_path, monkeypatch):
-    calls = []
-
-    def crash_after_three(task):
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        calls.append(task.clip)
-        return PROCESS_CLIP(task)
-
-    monkeypatch.setattr(cremad, "_process_clip", crash_after_three)
+    calls = recording(monkeypatch, crash_after=3)
     with pytest.raises(KeyboardInterrupt):
         run(raw, tmp_path / "cache")
     monkeypatch.setattr(cremad, "_process_clip", PROCESS_CLIP)
