@@ -98,8 +98,8 @@ def bare_loop(config: RunConfig, device, epochs: int = 2) -> float:
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16")
     torch.manual_seed(config.seed)
     model = build_model(spec, modalities, method.needs_unimodal_heads, fusion=method.fusion).to(device)
-    if spec.channels_last and device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
+    if spec.channels_last:
+        model.use_channels_last()
     groups = model.parameter_groups()
     opt = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
                           weight_decay=config.weight_decay)

@@ -26,8 +26,8 @@ class DatasetSpec:
     # training-time augmentation of a batch on the device, from the dataset's options:
     # ``train_transform(options) -> (inputs, generator) -> inputs`` (CREMA-D's crops; chapter 5)
     train_transform: Callable[[dict[str, Any]], Callable] | None = None
-    # convolutions in channels-last memory format on a GPU (CREMA-D's ResNets on 224 x 224 frames,
-    # where NHWC kernels are the fast ones; the small CG-MNIST encoders are left as they are)
+    # convolutions and image inputs in channels-last memory format (MultimodalClassifier.
+    # use_channels_last): the fast kernels of oneDNN on a CPU and of cuDNN on a GPU
     channels_last: bool = False
 
     def batch_transform(self, options: Mapping[str, Any] | None = None):
@@ -115,6 +115,7 @@ DATASETS: dict[str, DatasetSpec] = {
         num_classes=10,
         default_options={"jitter_variance": 0.03, "val_coloring": "test"},
         builder=_build_cgmnist,
+        channels_last=True,
     ),
     "cremad": DatasetSpec(
         name="cremad",
@@ -135,6 +136,7 @@ DATASETS: dict[str, DatasetSpec] = {
         num_classes=10,
         default_options={"image_noise": 0.0, "image_pca_energy_removed": 0.75, "audio_noise": 0.0},
         builder=_build_avdigits,
+        channels_last=True,
     ),
 }
 

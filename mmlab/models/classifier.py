@@ -77,6 +77,7 @@ class MultimodalClassifier(nn.Module):
                 f"encoders {tuple(self.encoders)} and fusion modalities "
                 f"{tuple(fusion.modalities)} differ"
             )
+        self.channels_last = False  # see use_channels_last
         extra = set(self.unimodal_heads) - set(self.encoders)
         if extra:
             raise ValueError(f"unimodal heads for unknown modalities: {sorted(extra)}")
@@ -93,6 +94,9 @@ class MultimodalClassifier(nn.Module):
         missing = set(self.modalities) - set(inputs)
         if missing:
             raise KeyError(f"inputs lack modalities {sorted(missing)}; got {sorted(inputs)}")
+        if self.channels_last:
+            inputs = {m: x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
+                      for m, x in inputs.items()}
         features = self.encode(inputs)
         if intervene is not None:
             features = intervene(features)
@@ -102,6 +106,15 @@ class MultimodalClassifier(nn.Module):
             shares=self.fusion.modality_shares(features),
             unimodal_logits={m: head(features[m]) for m, head in self.unimodal_heads.items()},
         )
+
+    def use_channels_last(self) -> "MultimodalClassifier":
+        """Store the convolutions' weights, and take image-shaped inputs, in channels-last (NHWC)
+        memory format: the same parameters and results, with the faster kernels (oneDNN on a CPU:
+        CG-MNIST's max-pool runs ten times faster; cuDNN on a GPU for CREMA-D's ResNets)."""
+        # 4-d tensors only (``.to(memory_format=...)`` refuses a model with 5-d buffers)
+        self._apply(lambda t: t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t)
+        self.channels_last = True
+        return self
 
     def encode(self, inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """The features ``z^m`` of every modality (here each encoder on its own input)."""

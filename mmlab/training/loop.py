@@ -188,8 +188,8 @@ def train(
 
     torch.manual_seed(config.seed)
     model = build_model(spec, modalities, method.needs_unimodal_heads, fusion=method.fusion).to(device)
-    if spec.channels_last and device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)  # same parameters, NHWC strides
+    if spec.channels_last:
+        model.use_channels_last()  # same parameters, NHWC strides
     groups = model.parameter_groups()
     optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
                                 weight_decay=config.weight_decay)
