@@ -97,3 +97,10 @@ def test_channels_last_leaves_other_ranks_alone():
     model = MultimodalClassifier({"visual": encoder}, ConcatFusion({"visual": encoder.feature_dim}, 6))
     model.use_channels_last()  # a 5-d normalisation buffer must not stop it
     assert encoder.normalise.mean.dim() == 5
+
+
+def test_a_one_channel_encoder_runs_channels_last_after_its_first_convolution():
+    encoder = ConvEncoder(1).to(memory_format=torch.channels_last)
+    h = encoder._stem(torch.rand(4, 1, 28, 28))
+    assert h.is_contiguous(memory_format=torch.channels_last) and not h.is_contiguous()
+    assert ConvEncoder(1)._stem(torch.rand(4, 1, 28, 28)).is_contiguous()  # NCHW model: NCHW

@@ -350,3 +350,13 @@ def test_cli_sweep_reports_each_run_and_exits_1_on_a_failure(trainings, results_
     trainings.fail.clear()
     assert main(argv) == 0
     assert "2 runs: 1 recorded, 1 to train" in capsys.readouterr().out
+
+
+def test_parallel_sweeps_start_the_longest_runs_first():
+    from mmlab.sweep import expected_cost
+
+    def cost(method, **options):
+        return expected_cost(RunConfig.from_profile(profile="quick", method=method, method_options=options))
+
+    assert cost("mmpareto") > cost("uniform") > cost("unimodal", modality="gray")
+    assert cost("uniform") == cost("joint")

@@ -53,12 +53,13 @@ class _NormalisedStem(nn.Module):
     """The encoder's first BatchNorm and convolution as one module, sharing their parameters
     (not registered with the encoder: its state_dict keeps the layer names)."""
 
-    def __init__(self, norm: nn.BatchNorm2d, conv: nn.Conv2d):
+    def __init__(self, encoder: "ConvEncoder"):
         super().__init__()
-        self.norm, self.conv = norm, conv
+        self.norm, self.conv = encoder.net[0], encoder.net[1]
+        self.__dict__["encoder"] = encoder  # a plain reference, not a submodule
 
     def forward(self, x):
-        return normalised_convolution(self.norm, self.conv, x)
+        return self.encoder._stem(x)
 
 
 class ConvEncoder(nn.Module):
@@ -86,7 +87,16 @@ class ConvEncoder(nn.Module):
         )
 
     def forward(self, x):
-        return self.net[2:](normalised_convolution(self.net[0], self.net[1], x))
+        return self.net[2:](self._stem(x))
+
+    def _stem(self, x):
+        h = normalised_convolution(self.net[0], self.net[1], x)
+        # A one-channel input (and its 1 x 5 x 5 filters) is channels-last and contiguous at once, so
+        # the first convolution's output comes out NCHW; when the model runs channels-last, the rest
+        # (the max-pool above all) should too.
+        if self.net[4].weight.is_contiguous(memory_format=torch.channels_last) and not self.net[4].weight.is_contiguous():
+            h = h.contiguous(memory_format=torch.channels_last)
+        return h
 
     #: channels after each of :meth:`stages` (the last is the feature vector)
     @property
@@ -97,7 +107,7 @@ class ConvEncoder(nn.Module):
         """The encoder in three consecutive pieces that share its layers (for cross-modal
         modules between them, chapter 2): to 32 channels at 14x14, to 64 channels at 7x7, and
         to the features. Composing them is :meth:`forward`."""
-        return [nn.Sequential(_NormalisedStem(self.net[0], self.net[1]), *self.net[2:6]), self.net[6:8], self.net[8:]]
+        return [nn.Sequential(_NormalisedStem(self), *self.net[2:6]), self.net[6:8], self.net[8:]]
 
     @property
     def output_layer(self) -> nn.Linear:
