@@ -37,6 +37,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--profile", default="quick")
     parser.add_argument("--dataset", nargs="+", default=list(DEFAULT_DATASETS))
+    parser.add_argument("--method", nargs="+", default=None,
+                        help="only these runs of the plan (labels, e.g. uniform unimodal-gray): a partial timing")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--device", default=None)
     parser.add_argument("--results", default=None, help="keep the runs here (default: a temporary folder)")
@@ -48,7 +50,7 @@ def main(argv=None) -> int:
     from mmlab.training.device import describe_device, pick_device
 
     device = pick_device(args.device)
-    configs = [c for d in args.dataset for c in reproduction_configs(d, args.profile)]
+    configs = [c for d in args.dataset for c in reproduction_configs(d, args.profile, methods=args.method)]
     with tempfile.TemporaryDirectory() as scratch:
         root = Path(args.results) if args.results else Path(scratch)
         os.environ["MMLAB_CHECKPOINTS"] = str(root / ".checkpoints")  # never resume an older run
@@ -60,8 +62,10 @@ def main(argv=None) -> int:
              "wall_s": r.wall_s, "test_acc": r.test_acc} for r in summary.itertuples(index=False)]
     commit, dirty = git_commit()
     record = {
-        "what": f"the whole reproduction table ({', '.join(args.dataset)}), profile {args.profile}, from scratch",
-        "profile": args.profile, "datasets": args.dataset, "runs": len(configs), "jobs": args.jobs,
+        "what": (f"the {'whole ' if args.method is None else 'partial '}reproduction table "
+                 f"({', '.join(args.dataset)}), profile {args.profile}, from scratch"),
+        "profile": args.profile, "datasets": args.dataset, "methods": args.method or "all planned",
+        "whole_table": args.method is None, "runs": len(configs), "jobs": args.jobs,
         "cores": available_cores(), "device": describe_device(device), "torch_version": torch.__version__,
         "total_wall_s": round(total, 1), "total_wall_min": round(total / 60, 2),
         "all_done": failed.empty, "git_commit": commit, "git_dirty": dirty,

@@ -263,7 +263,9 @@ def benchmarks_page() -> str:
         "`results/benchmarks/` each time the book is built.",
         "",
     ]
-    records = sorted(BENCHMARKS.glob("*.json")) if BENCHMARKS.is_dir() else []
+    found = sorted(BENCHMARKS.glob("*.json")) if BENCHMARKS.is_dir() else []
+    tables = [p for p in found if p.name.startswith("table-")]
+    records = [p for p in found if p not in tables]
     if not records:
         lines.append("No benchmark records are in `results/benchmarks/` yet.")
     for path in records:
@@ -274,7 +276,7 @@ def benchmarks_page() -> str:
             "",
             f"torch {rec['torch_version']}, {rec.get('threads', '?')} CPU thread(s), commit `{commit}`"
             + (" (with uncommitted changes)" if rec.get("git_dirty") else "")
-            + f", measured {rec['finished_at']}; record `{path.relative_to(ROOT)}`.",
+            + f", measured {rec['finished_at']}; record `{path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}`.",
             "",
             "| case | samples / epoch | batch | loop (samples/s) | bare (samples/s) | ratio "
             "| vs the plain method in the loop | peak memory (MB) |",
@@ -292,7 +294,26 @@ def benchmarks_page() -> str:
         lines.append("")
         lines.append(f"Each figure is the median of {', '.join(map(str, sorted(repeats)))} alternating measurement(s).")
         lines.append("")
+    lines += table_section(tables)
     return "\n".join(lines)
+
+
+def table_section(paths: list[Path]) -> list[str]:
+    """The records of `benchmarks/bench_table.py`: the whole reproduction table, timed end to end."""
+    lines = ["## The whole reproduction table", "",
+             "Every planned run of the reproduction table, trained from scratch by the sweep and timed end to",
+             "end by `python benchmarks/bench_table.py` (records `results/benchmarks/table-*.json`).", ""]
+    if not paths:
+        return lines + ["No record of the whole table is in `results/benchmarks/` yet.", ""]
+    lines += ["| profile | datasets | runs | device | cores | jobs | wall time (min) | all finished | commit |",
+              "| --- | --- | ---: | --- | ---: | ---: | ---: | --- | --- |"]
+    for path in paths:
+        rec = json.loads(path.read_text())
+        commit = (rec.get("git_commit") or "unknown")[:10] + (" (dirty)" if rec.get("git_dirty") else "")
+        lines.append(f"| {rec['profile']} | {', '.join(rec['datasets'])} | {rec['runs']} | {rec['device']} | "
+                     f"{rec['cores']} | {rec['jobs']} | {rec['total_wall_min']:.1f} | "
+                     f"{'yes' if rec['all_done'] else 'no'} | `{commit}` |")
+    return lines + [""]
 
 
 GENERATED_PAGES = ("status.md", "benchmarks.md")

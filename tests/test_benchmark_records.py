@@ -1,0 +1,48 @@
+"""The whole-table timing script writes a record with provenance, and the book's benchmark page
+shows every kind of record in results/benchmarks/ (or says that there is none)."""
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _load(path: Path, name: str):
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_bench_table_records_the_runs_it_timed(tmp_path, monkeypatch):
+    bench_table = _load(REPO / "benchmarks" / "bench_table.py", "bench_table")
+    monkeypatch.setenv("MMLAB_CHECKPOINTS", str(tmp_path / "ckpt"))
+    out = tmp_path / "table.json"
+    code = bench_table.main(["--profile", "smoke", "--dataset", "cgmnist", "--method", "unimodal-gray",
+                             "--jobs", "1", "--device", "cpu", "--out", str(out)])
+    assert code == 0
+    record = json.loads(out.read_text())
+    assert record["runs"] == 1 and record["all_done"] and not record["whole_table"]
+    assert record["per_run"][0]["method"] == "unimodal-gray" and record["per_run"][0]["status"] == "done"
+    assert 0 < record["per_run"][0]["wall_s"] <= record["total_wall_s"] + 0.1  # the total is rounded
+    assert {"git_commit", "device", "torch_version", "cores", "finished_at"} <= set(record)
+
+
+def test_benchmark_page_shows_throughput_and_table_records(tmp_path, monkeypatch):
+    build_book = _load(REPO / "scripts" / "build_book.py", "build_book")
+    monkeypatch.setattr(build_book, "BENCHMARKS", tmp_path)
+    page = build_book.benchmarks_page()
+    assert "No benchmark records" in page and "No record of the whole table" in page
+    row = {"case": "uniform", "samples_per_epoch": 4096, "batch_size": 64, "loop_samples_per_s": 1234.0,
+           "bare_samples_per_s": 1300.0, "ratio": 0.949, "peak_memory_mb": 1000.0, "repeats": 3}
+    (tmp_path / "cpu.json").write_text(json.dumps({"device": "cpu", "torch_version": "2", "threads": 2,
+                                                   "git_commit": "abc", "finished_at": "now", "rows": [row]}))
+    (tmp_path / "table-quick-cpu.json").write_text(json.dumps({
+        "profile": "quick", "datasets": ["cgmnist", "avdigits"], "runs": 24, "device": "cpu", "cores": 2,
+        "jobs": 2, "total_wall_min": 27.25, "all_done": True, "git_commit": "def", "git_dirty": False}))
+    page = build_book.benchmarks_page()
+    assert "| uniform | 4096 | 64 | 1234 |" in page
+    assert "| quick | cgmnist, avdigits | 24 | cpu | 2 | 2 | 27.2 | yes | `def` |" in page
