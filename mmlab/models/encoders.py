@@ -6,9 +6,9 @@ the input, conv 5x5 -> 32, max-pool, conv 3x3 -> 32, conv 3x3 stride 2 -> 64,
 conv 3x3 -> 64, global average pool, linear 64 -> 512.
 
 The input BatchNorm and the first convolution are computed as one convolution
-(:func:`normalised_convolution`): the same function and the same gradients, without the
-backward pass through the first convolution to its input, which only the BatchNorm's
-scale and shift would need (on a CPU it was a fifth of a training step).
+(:func:`normalised_convolution`, chapter 4 explains it): the same function and the same
+gradients, without the backward pass through the first convolution to its input, which only
+the BatchNorm's scale and shift would need (on a CPU it was a fifth of a training step).
 """
 
 from __future__ import annotations
@@ -18,16 +18,17 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def normalised_convolution(norm: nn.BatchNorm2d, conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+def normalised_convolution(norm: nn.BatchNorm2d, conv: nn.Conv2d, x: torch.Tensor,
+                           memory_format: torch.memory_format = torch.contiguous_format) -> torch.Tensor:
     """``conv(norm(x))`` with the BatchNorm's affine map folded into the convolution.
 
     With ``x_hat`` the normalised input (no parameters), ``norm(x) = gamma x_hat + beta`` per
-    channel, and by linearity ``conv(gamma x_hat + beta) = conv_{W gamma}(x_hat) +
-    conv_W(beta 1)``, where ``beta 1`` is one image of constant channels (its zero padding is
-    the padding the original sees, so the borders agree). ``x_hat`` needs no gradient, so the
-    backward pass computes the first convolution's weight gradient only; ``gamma``, ``beta``
-    and ``W`` get theirs through the two products. Running statistics are updated exactly as
-    ``norm(x)`` would update them.
+    channel, and by linearity ``conv_W(gamma x_hat + beta) = conv_{W gamma}(x_hat) +
+    conv_{sum_c beta_c W_c}(1)``: one convolution of ``x_hat`` with one more input channel of
+    ones, whose filter is the beta-weighted sum of the others (its zero padding is the padding
+    the original sees, so the borders agree). ``x_hat`` needs no gradient, so the backward pass
+    computes this convolution's weight gradient only; ``gamma``, ``beta`` and ``W`` get theirs
+    through the filter. Running statistics are updated exactly as ``norm(x)`` would update them.
     """
     if conv.padding_mode != "zeros":
         raise ValueError(f"the folded form needs zero padding, got padding_mode={conv.padding_mode!r}")
@@ -41,12 +42,15 @@ def normalised_convolution(norm: nn.BatchNorm2d, conv: nn.Conv2d, x: torch.Tenso
     x_hat = F.batch_norm(x, norm.running_mean if track else None, norm.running_var if track else None,
                          None, None, norm.training or (norm.running_mean is None and norm.running_var is None),
                          average_factor, norm.eps)
-    scale = norm.weight.view(1, -1, 1, 1) if norm.affine else 1.0
-    out = F.conv2d(x_hat, conv.weight * scale, conv.bias, conv.stride, conv.padding, conv.dilation, conv.groups)
     if not norm.affine:
-        return out
-    shift = norm.bias.view(1, -1, 1, 1).expand(1, *x.shape[1:])
-    return out + F.conv2d(shift, conv.weight, None, conv.stride, conv.padding, conv.dilation, conv.groups)
+        return F.conv2d(x_hat, conv.weight, conv.bias, conv.stride, conv.padding, conv.dilation, conv.groups)
+    if conv.groups != 1:
+        raise ValueError("the folded form is written for an ungrouped convolution")
+    ones = x_hat.new_ones(x_hat.shape[0], 1, *x_hat.shape[2:])
+    inputs = torch.cat([x_hat, ones], 1).contiguous(memory_format=memory_format)
+    gamma, beta = norm.weight.view(1, -1, 1, 1), norm.bias.view(1, -1, 1, 1)
+    weight = torch.cat([conv.weight * gamma, (conv.weight * beta).sum(1, keepdim=True)], 1)
+    return F.conv2d(inputs, weight, conv.bias, conv.stride, conv.padding, conv.dilation)
 
 
 class _NormalisedStem(nn.Module):
@@ -90,13 +94,12 @@ class ConvEncoder(nn.Module):
         return self.net[2:](self._stem(x))
 
     def _stem(self, x):
-        h = normalised_convolution(self.net[0], self.net[1], x)
-        # A one-channel input (and its 1 x 5 x 5 filters) is channels-last and contiguous at once, so
-        # the first convolution's output comes out NCHW; when the model runs channels-last, the rest
-        # (the max-pool above all) should too.
-        if self.net[4].weight.is_contiguous(memory_format=torch.channels_last) and not self.net[4].weight.is_contiguous():
-            h = h.contiguous(memory_format=torch.channels_last)
-        return h
+        # the model's memory format, read off a layer where NCHW and NHWC strides differ (the first
+        # convolution's 1 x 5 x 5 filters for a gray image are both at once)
+        weight = self.net[4].weight
+        channels_last = weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
+        return normalised_convolution(self.net[0], self.net[1], x,
+                                      torch.channels_last if channels_last else torch.contiguous_format)
 
     #: channels after each of :meth:`stages` (the last is the feature vector)
     @property

@@ -27,7 +27,13 @@ from .batches import ResidentBatches
 from .checkpoint import load_checkpoint, save_checkpoint
 from .device import describe_device, pick_device
 
-EVAL_BATCH = 1000
+#: evaluation batch size per device type: large batches keep a GPU busy; on a CPU a batch that
+#: fits the caches is faster per sample (128 runs CG-MNIST's forward pass about 1.5x faster than 1000)
+EVAL_BATCH = {"cuda": 1000, "cpu": 128}
+
+
+def eval_batch_size(device: torch.device) -> int:
+    return EVAL_BATCH.get(device.type, 1000)
 
 
 # -- gradients of several losses w.r.t. one encoder, from one forward pass -------------
@@ -184,7 +190,8 @@ def train(
     train_batches = ResidentBatches(splits["train"], modalities, config.batch_size, device,
                                     shuffle=True, seed=config.seed,
                                     transform=spec.batch_transform(config.dataset_options))
-    eval_batches = {s: ResidentBatches(splits[s], modalities, EVAL_BATCH, device) for s in ("val", "test")}
+    eval_batches = {s: ResidentBatches(splits[s], modalities, eval_batch_size(device), device)
+                    for s in ("val", "test")}
 
     torch.manual_seed(config.seed)
     model = build_model(spec, modalities, method.needs_unimodal_heads, fusion=method.fusion).to(device)
@@ -224,7 +231,8 @@ def train(
     if measure:
         from ..imbalance import imbalance_metrics, log_learning_speeds, probe_batches
 
-        probes = {s: probe_batches(splits[s], modalities, device) for s in ("train", "val")}
+        probes = {s: probe_batches(splits[s], modalities, device, batch_size=eval_batch_size(device))
+                  for s in ("train", "val")}
 
     # bf16 autocast (no loss scaling needed: bfloat16 has float32's exponent range)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16")
