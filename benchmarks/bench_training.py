@@ -12,7 +12,9 @@ MetaBalance, MMPareto) the bare loop computes the same two gradients per encoder
 (one vector-Jacobian product per loss and encoder) and adds them: the arithmetic
 floor of any method that needs them separately. ``ratio`` = loop / bare (1.0 = no
 overhead); ``throughput_vs_plain`` = the method's loop throughput over that of the
-plain method it modifies (one joint loss, or the uniform baseline). Peak memory is the
+plain method it modifies (one joint loss, or the uniform baseline), the median over the repeats of
+the two measured one after the other in the same repeat (so that a drift of the machine between
+cases does not enter it). Peak memory is the
 CUDA allocator's peak on a GPU and the process's maximum resident set on a CPU.
 A record with provenance is written to ``results/benchmarks/<device>.json``.
 """
@@ -131,6 +133,13 @@ def bare_loop(config: RunConfig, device, epochs: int = 2) -> float:
     return data.num_samples / seconds
 
 
+def loop_throughput(config: RunConfig, device) -> float:
+    """Samples/s of the second (warm) training epoch of mmlab's loop."""
+    with tempfile.TemporaryDirectory() as ckpt:
+        record = train(config, device=device, checkpoint_dir=ckpt, progress=False)
+    return config.train_size / record["history"][-1]["time/train_s"]
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", default=None)
@@ -156,12 +165,15 @@ def main(argv=None) -> int:
         config = RunConfig.from_profile(profile="quick", epochs=2, **sizes, **case)
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
-        loops, bares = [], []
-        for _ in range(args.repeats):  # alternate, so that drifts of the machine hit both alike
-            with tempfile.TemporaryDirectory() as ckpt:
-                record = train(config, device=device, checkpoint_dir=ckpt, progress=False)
-            loops.append(config.train_size / record["history"][-1]["time/train_s"])
+        plain_name = PLAIN.get(name)
+        plain_config = (RunConfig.from_profile(profile="quick", epochs=2, **sizes, **CASES[plain_name])
+                        if plain_name else None)
+        loops, bares, versus = [], [], []
+        for _ in range(args.repeats):  # alternate, so that drifts of the machine hit all alike
+            loops.append(loop_throughput(config, device))
             bares.append(bare_loop(config, device))
+            if plain_config is not None:  # the plain method in the same repeat: a drift-free ratio
+                versus.append(loops[-1] / loop_throughput(plain_config, device))
         loop, bare = statistics.median(loops), statistics.median(bares)
         peak = _peak_memory_mb(device)
         rows.append({"case": name, "method": config.label, "dataset": config.dataset,
@@ -169,14 +181,10 @@ def main(argv=None) -> int:
                      "batch_size": config.batch_size, "repeats": args.repeats,
                      "loop_samples_per_s": round(loop, 1), "bare_samples_per_s": round(bare, 1),
                      "ratio": round(loop / bare, 3), "peak_memory_mb": round(peak, 1)})
+        if versus:
+            rows[-1].update(vs_plain_method=plain_name, throughput_vs_plain=round(statistics.median(versus), 3))
         print(f"{name:28s} loop {loop:9.1f}/s  bare {bare:9.1f}/s  ratio {loop / bare:.3f}  peak {peak:.0f} MB",
               flush=True)
-    by_case = {row["case"]: row for row in rows}
-    for row in rows:  # a method's step cost over the plain method it modifies, both in the loop
-        plain = PLAIN.get(row["case"])
-        if plain in by_case:
-            row["vs_plain_method"] = plain
-            row["throughput_vs_plain"] = round(row["loop_samples_per_s"] / by_case[plain]["loop_samples_per_s"], 3)
     commit, dirty = git_commit()
     result = {"device": describe_device(device), "torch_version": torch.__version__,
               "threads": torch.get_num_threads(), "git_commit": commit, "git_dirty": dirty,

@@ -43,6 +43,14 @@ def flat_dot(a: Sequence[torch.Tensor], b: Sequence[torch.Tensor]) -> torch.Tens
     return sum((x * y).sum() for x, y in zip(a, b))
 
 
+def gram(a: Sequence[torch.Tensor], b: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(a.a, a.b, b.b)`` for two gradients given as lists of tensors (0-d tensors, no sync):
+    three dot products of one flattened copy of each, instead of a Python loop per product."""
+    flat_a = torch.cat([t.reshape(-1) for t in a])
+    flat_b = torch.cat([t.reshape(-1) for t in b])
+    return flat_a @ flat_a, flat_a @ flat_b, flat_b @ flat_b
+
+
 def cosine(a: Sequence[torch.Tensor], b: Sequence[torch.Tensor], eps: float = 1e-12) -> torch.Tensor:
     """cos of the angle between two gradients, each a list of tensors."""
     return flat_dot(a, b) / (global_norm(a) * global_norm(b)).clamp_min(eps)

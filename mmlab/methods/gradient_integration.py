@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import torch
 
-from ..metrics import flat_dot
+from ..metrics import global_norm, gram
 from .base import TrainState
 from .baselines import UniformBaseline
 
@@ -39,7 +39,11 @@ def min_norm_weights(g1: Gradient, g2: Gradient) -> tuple[torch.Tensor, torch.Te
     ``a = (g2 - g1) . g2 / ||g1 - g2||^2``, clipped to [0, 1]; equal gradients give 1/2.
     Returned as 0-d tensors (no device sync).
     """
-    d11, d12, d22 = flat_dot(g1, g1), flat_dot(g1, g2), flat_dot(g2, g2)
+    return min_norm_weights_from_gram(*gram(g1, g2))
+
+
+def min_norm_weights_from_gram(d11: torch.Tensor, d12: torch.Tensor, d22: torch.Tensor):
+    """:func:`min_norm_weights` from the inner products ``g1.g1``, ``g1.g2``, ``g2.g2``."""
     denominator = d11 - 2 * d12 + d22  # ||g1 - g2||^2
     safe = torch.where(denominator > 0, denominator, torch.ones_like(denominator))
     a = torch.where(denominator > 0, ((d22 - d12) / safe).clamp(0.0, 1.0), torch.full_like(d11, 0.5))
@@ -47,11 +51,10 @@ def min_norm_weights(g1: Gradient, g2: Gradient) -> tuple[torch.Tensor, torch.Te
 
 
 def _scaled_sum(weights: tuple[torch.Tensor, torch.Tensor], g1: Gradient, g2: Gradient) -> Gradient:
-    return [weights[0] * a + weights[1] * b for a, b in zip(g1, g2)]
-
-
-def _norm(g: Gradient) -> torch.Tensor:
-    return flat_dot(g, g).sqrt()
+    """``w1 g1 + w2 g2``, tensor by tensor (foreach kernels: no Python loop over the tensors)."""
+    out = torch._foreach_mul(g1, weights[0])
+    torch._foreach_add_(out, torch._foreach_mul(g2, weights[1]))
+    return out
 
 
 def mmpareto_direction(g_m: Gradient, g_u: Gradient, gamma: float = 1.5) -> tuple[Gradient, dict]:
@@ -61,19 +64,19 @@ def mmpareto_direction(g_m: Gradient, g_u: Gradient, gamma: float = 1.5) -> tupl
     with the min-norm weights. Then ``h = gamma * ||g_m + g_u|| * h' / ||h'||``.
     Returns ``h`` and the quantities the chapter plots.
     """
-    dot = flat_dot(g_m, g_u)
-    conflict = dot < 0
-    a_m, a_u = min_norm_weights(g_m, g_u)
+    mm, mu, uu = gram(g_m, g_u)  # g_m.g_m, g_m.g_u, g_u.g_u
+    conflict = mu < 0
+    a_m, a_u = min_norm_weights_from_gram(mm, mu, uu)
     half = torch.full_like(a_m, 0.5)
     a_m, a_u = torch.where(conflict, a_m, half), torch.where(conflict, a_u, half)
     h_prime = _scaled_sum((2 * a_m, 2 * a_u), g_m, g_u)
-    uniform_norm = _norm([a + b for a, b in zip(g_m, g_u)])
-    h_norm = _norm(h_prime)
+    uniform_norm = global_norm(torch._foreach_add(g_m, g_u))
+    h_norm = global_norm(h_prime)
     # h' = 0 (up to rounding) is a Pareto-stationary point: no common descent direction, no step.
-    stationary = h_norm <= STATIONARY_TOLERANCE * (_norm(g_m) + _norm(g_u))
+    stationary = h_norm <= STATIONARY_TOLERANCE * (mm.sqrt() + uu.sqrt())
     scale = gamma * uniform_norm / h_norm.clamp_min(1e-30)
     scale = torch.where(stationary, torch.zeros_like(scale), scale)
-    return [scale * t for t in h_prime], {"conflict": conflict.float(), "alpha_m": a_m}
+    return torch._foreach_mul(h_prime, scale), {"conflict": conflict.float(), "alpha_m": a_m}
 
 
 class MMPareto(UniformBaseline):
@@ -116,12 +119,11 @@ class ConventionalPareto(UniformBaseline):
 def pcgrad_pair(g1: Gradient, g2: Gradient) -> Gradient:
     """PCGrad for two gradients (Yu et al. 2020, Alg. 1): if they conflict, remove from
     each its component along the other, then add."""
-    dot = flat_dot(g1, g2)
+    n1, dot, n2 = gram(g1, g2)
     conflict = dot < 0
-    n1, n2 = flat_dot(g1, g1).clamp_min(1e-30), flat_dot(g2, g2).clamp_min(1e-30)
-    c1 = torch.where(conflict, dot / n2, torch.zeros_like(dot))
-    c2 = torch.where(conflict, dot / n1, torch.zeros_like(dot))
-    return [(a - c1 * b) + (b - c2 * a) for a, b in zip(g1, g2)]
+    c1 = torch.where(conflict, dot / n2.clamp_min(1e-30), torch.zeros_like(dot))
+    c2 = torch.where(conflict, dot / n1.clamp_min(1e-30), torch.zeros_like(dot))
+    return _scaled_sum((1 - c2, 1 - c1), g1, g2)  # (g1 - c1 g2) + (g2 - c2 g1)
 
 
 class PCGrad(UniformBaseline):
