@@ -25,6 +25,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from mmlab.book import device_slug  # noqa: E402
 from mmlab.io import atomic_write_bytes  # noqa: E402
 from mmlab.provenance import git_commit  # noqa: E402
 from mmlab.reproduction import reproduction_configs  # noqa: E402
@@ -71,7 +72,7 @@ def main(argv=None) -> int:
         "all_done": failed.empty, "git_commit": commit, "git_dirty": dirty,
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "per_run": runs,
     }
-    slug = device.type if device.type != "cuda" else "cuda-" + torch.cuda.get_device_name(device).replace(" ", "-")
+    slug = device_slug(device)
     out = Path(args.out) if args.out else REPO / "results" / "benchmarks" / f"table-{args.profile}-{slug}.json"
     atomic_write_bytes(out, (json.dumps(record, indent=1) + "\n").encode())
     print(f"{len(configs)} runs in {total / 60:.1f} min with {args.jobs} jobs on {record['cores']} cores; "

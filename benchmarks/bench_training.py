@@ -43,6 +43,7 @@ from mmlab.provenance import git_commit  # noqa: E402
 from mmlab.training import pick_device, train  # noqa: E402
 from mmlab.training.batches import ResidentBatches  # noqa: E402
 from mmlab.training.loop import per_loss_encoder_gradients  # noqa: E402
+from mmlab.book import device_slug  # noqa: E402
 from mmlab.io import atomic_write_bytes  # noqa: E402
 from mmlab.training.device import describe_device  # noqa: E402
 
@@ -189,7 +190,7 @@ def main(argv=None) -> int:
     result = {"device": describe_device(device), "torch_version": torch.__version__,
               "threads": torch.get_num_threads(), "git_commit": commit, "git_dirty": dirty,
               "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "rows": rows}
-    slug = "cuda-" + torch.cuda.get_device_name(device).replace(" ", "-") if device.type == "cuda" else device.type
+    slug = device_slug(device)
     out = Path(args.out) if args.out else REPO / "results" / "benchmarks" / f"{slug}.json"
     atomic_write_bytes(out, (json.dumps(result, indent=1) + "\n").encode())
     print(f"written: {out}")

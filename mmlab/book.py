@@ -2,7 +2,33 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
+
+#: what ``results/benchmarks/`` holds: throughput records (``<device>.json``, rows per case, from
+#: benchmarks/bench_training.py) and whole-table timings (``table-<profile>-<device>.json``,
+#: from benchmarks/bench_table.py)
+BENCHMARK_KINDS = ("throughput", "table")
+
+
+def benchmark_records(folder: str | Path, kind: str) -> list[tuple[Path, dict]]:
+    """``(path, record)`` of every benchmark record of ``kind`` in ``folder``, sorted by name."""
+    if kind not in BENCHMARK_KINDS:
+        raise ValueError(f"kind must be one of {BENCHMARK_KINDS}, got {kind!r}")
+    folder = Path(folder)
+    paths = sorted(folder.glob("*.json")) if folder.is_dir() else []
+    wanted = [p for p in paths if p.name.startswith("table-") == (kind == "table")]
+    return [(p, json.loads(p.read_text())) for p in wanted]
+
+
+def device_slug(device) -> str:
+    """The device part of a benchmark record's file name: ``cpu``, or ``cuda-<GPU name>``."""
+    if device.type != "cuda":
+        return device.type
+    import torch
+
+    return "cuda-" + torch.cuda.get_device_name(device).replace(" ", "-")
 
 
 def glue(name: str, value: Any, display: bool = False) -> Any:

@@ -263,13 +263,12 @@ def benchmarks_page() -> str:
         "`results/benchmarks/` each time the book is built.",
         "",
     ]
-    found = sorted(BENCHMARKS.glob("*.json")) if BENCHMARKS.is_dir() else []
-    tables = [p for p in found if p.name.startswith("table-")]
-    records = [p for p in found if p not in tables]
+    from mmlab.book import benchmark_records
+
+    records = benchmark_records(BENCHMARKS, "throughput")
     if not records:
         lines.append("No benchmark records are in `results/benchmarks/` yet.")
-    for path in records:
-        rec = json.loads(path.read_text())
+    for path, rec in records:
         commit = (rec.get("git_commit") or "unknown")[:10]
         lines += [
             f"## {rec['device']}",
@@ -294,21 +293,20 @@ def benchmarks_page() -> str:
         lines.append("")
         lines.append(f"Each figure is the median of {', '.join(map(str, sorted(repeats)))} alternating measurement(s).")
         lines.append("")
-    lines += table_section(tables)
+    lines += table_section(benchmark_records(BENCHMARKS, "table"))
     return "\n".join(lines)
 
 
-def table_section(paths: list[Path]) -> list[str]:
+def table_section(records: list[tuple[Path, dict]]) -> list[str]:
     """The records of `benchmarks/bench_table.py`: the whole reproduction table, timed end to end."""
     lines = ["## The whole reproduction table", "",
              "Every planned run of the reproduction table, trained from scratch by the sweep and timed end to",
              "end by `python benchmarks/bench_table.py` (records `results/benchmarks/table-*.json`).", ""]
-    if not paths:
+    if not records:
         return lines + ["No record of the whole table is in `results/benchmarks/` yet.", ""]
     lines += ["| profile | datasets | runs | device | cores | jobs | wall time (min) | all finished | commit |",
               "| --- | --- | ---: | --- | ---: | ---: | ---: | --- | --- |"]
-    for path in paths:
-        rec = json.loads(path.read_text())
+    for _, rec in records:
         commit = (rec.get("git_commit") or "unknown")[:10] + (" (dirty)" if rec.get("git_dirty") else "")
         lines.append(f"| {rec['profile']} | {', '.join(rec['datasets'])} | {rec['runs']} | {rec['device']} | "
                      f"{rec['cores']} | {rec['jobs']} | {rec['total_wall_min']:.1f} | "

@@ -46,3 +46,17 @@ def test_benchmark_page_shows_throughput_and_table_records(tmp_path, monkeypatch
     page = build_book.benchmarks_page()
     assert "| uniform | 4096 | 64 | 1234 |" in page
     assert "| quick | cgmnist, avdigits | 24 | cpu | 2 | 2 | 27.2 | yes | `def` |" in page
+
+
+def test_benchmark_records_are_told_apart_by_kind(tmp_path):
+    import pytest
+
+    from mmlab.book import benchmark_records
+
+    (tmp_path / "cpu.json").write_text(json.dumps({"rows": []}))
+    (tmp_path / "table-quick-cpu.json").write_text(json.dumps({"runs": 24}))
+    assert [p.name for p, _ in benchmark_records(tmp_path, "throughput")] == ["cpu.json"]
+    assert [r["runs"] for _, r in benchmark_records(tmp_path, "table")] == [24]
+    assert benchmark_records(tmp_path / "missing", "table") == []
+    with pytest.raises(ValueError, match="kind"):
+        benchmark_records(tmp_path, "other")
