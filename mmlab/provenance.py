@@ -37,12 +37,18 @@ def git_commit() -> tuple[str | None, bool | None]:
         return None, None
 
 
-def provenance(*, device: str, wall_time_s: float, resumed: bool = False) -> dict[str, Any]:
-    commit, dirty = git_commit()
-    return {
+def provenance(*, device: str, wall_time_s: float, resumed: bool = False,
+               code_version: tuple[str | None, bool | None] | None = None,
+               earlier_commits: list[str | None] | None = None) -> dict[str, Any]:
+    """The provenance of a record. ``code_version`` is :func:`git_commit` taken when training
+    started (a run may take hours, and the checkout can move on meanwhile; the imported code does
+    not); without it, the checkout's state now. ``earlier_commits``: the commits of the sessions
+    a resumed run continued, where any differs from this one."""
+    commit, dirty = code_version if code_version is not None else git_commit()
+    out = {
         "mmlab_version": __version__,
         "git_commit": commit,
-        "git_dirty": dirty,  # uncommitted changes under mmlab/ when the run finished
+        "git_dirty": dirty,  # uncommitted changes under mmlab/ when the run (or its last part) started
         "device": device,
         "torch_version": torch.__version__,
         "python_version": platform.python_version(),
@@ -51,3 +57,7 @@ def provenance(*, device: str, wall_time_s: float, resumed: bool = False) -> dic
         "resumed": resumed,
         "finished_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
+    earlier = sorted({c for c in earlier_commits or () if c != commit}, key=str)
+    if earlier:
+        out["earlier_commits"] = earlier
+    return out

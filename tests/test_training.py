@@ -108,6 +108,31 @@ def test_interrupted_run_resumes_to_identical_result(tiny_config, tmp_path):
     assert without_timing(resumed["history"]) == without_timing(straight["history"])
 
 
+def test_provenance_names_the_commit_the_run_started_from(tiny_config, tmp_path, monkeypatch):
+    """A long run outlives its checkout: the record names the commit whose code the process
+    imported (when training started), and a resumed run the commits of its earlier parts."""
+    import pytest
+
+    import mmlab.provenance as provenance
+
+    config = tiny_config("joint", epochs=2)
+    commits = iter([("first", False), ("second", True), ("third", False)])
+    monkeypatch.setattr(provenance, "git_commit", lambda: next(commits))
+
+    def crash(epoch, metrics):
+        if epoch == 0:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):  # part one runs from commit "first"
+        train(config, checkpoint_dir=tmp_path, progress=False, callbacks=[crash])
+    record = train(config, checkpoint_dir=tmp_path, progress=False)  # part two from "second"
+    prov = record["provenance"]
+    assert prov["git_commit"] == "second" and prov["git_dirty"] is True
+    assert prov["earlier_commits"] == ["first"]
+    straight = train(config.with_(seed=1), checkpoint_dir=tmp_path, progress=False)  # from "third"
+    assert straight["provenance"]["git_commit"] == "third" and "earlier_commits" not in straight["provenance"]
+
+
 class _NaNAfter(JointLoss):
     def __init__(self, step):
         self.bad_step = step

@@ -175,7 +175,10 @@ def train(
     """
     from tqdm.auto import tqdm
 
+    from ..provenance import git_commit
+
     config.validate()
+    code_version = git_commit()  # the code this process imported, before the checkout can move on
     spec = get_dataset(config.dataset)
     method = method or build_method(config.method, list(spec.modalities), **config.method_options)
     device = pick_device(device)
@@ -211,7 +214,7 @@ def train(
     checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else default_checkpoint_dir()
     checkpoint_path = checkpoint_dir / f"{config.key}.pt"
     history: list[dict[str, Any]] = []
-    start_epoch, wall_before, resumed = 0, 0.0, False
+    start_epoch, wall_before, resumed, earlier_commits = 0, 0.0, False, []
     if checkpoint_path.exists():
         ckpt = load_checkpoint(checkpoint_path, map_location=device)
         if ckpt.get("config_key") != config.key:
@@ -223,6 +226,7 @@ def train(
         torch.set_rng_state(ckpt["torch_rng"].cpu())
         history, start_epoch, state.step = ckpt["history"], ckpt["epochs_done"], ckpt["step"]
         wall_before, resumed = ckpt["wall_time_s"], True
+        earlier_commits = ckpt.get("git_commits", [])
 
     def run_eval(split: str) -> dict[str, float]:
         return evaluate(model, eval_batches[split], spec.num_classes, split)
@@ -301,6 +305,7 @@ def train(
             "method": method.state_dict(), "generator": generator.get_state(),
             "torch_rng": torch.get_rng_state(), "history": history,
             "wall_time_s": wall_before + time.perf_counter() - t_start,
+            "git_commits": earlier_commits + [code_version[0]],
         })
         epochs.set_postfix({"test acc": f"{metrics['test/acc']:.3f}"})
         for callback in callbacks:
@@ -312,7 +317,8 @@ def train(
 
     return make_record(
         config, history, splits,
-        provenance(device=describe_device(device), wall_time_s=wall, resumed=resumed),
+        provenance(device=describe_device(device), wall_time_s=wall, resumed=resumed,
+                   code_version=code_version, earlier_commits=earlier_commits),
         checkpoint_path=checkpoint_path,
     )
 
