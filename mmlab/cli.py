@@ -78,7 +78,7 @@ def _add_sweep_parser(sub) -> None:
         "unfinished runs resume from their checkpoints. A method (or dataset) is NAME or\n"
         "NAME:KEY=VALUE[,KEY=VALUE...], e.g. unimodal:modality=gray or ogm_ge:alpha=0.8,window_end=30.\n"
         "Exit status: 0 all recorded, 1 a run failed, 2 a bad name or an unreadable results file,\n"
-        "130 interrupted.",
+        "3 the time limit paused runs (run again to resume), 130 interrupted.",
         epilog=_catalogue(), formatter_class=argparse.RawDescriptionHelpFormatter)
     s.add_argument("--method", "-m", nargs="+", action="extend", metavar="METHOD",
                    help="method specs (repeatable); required unless --plan")
@@ -105,6 +105,9 @@ def _add_sweep_parser(sub) -> None:
     s.add_argument("--data", default=None, help="data folder (default: $MMLAB_DATA, then a download)")
     s.add_argument("--overwrite", action="store_true",
                    help="train every run again and replace its record (unreadable ones too)")
+    s.add_argument("--time-limit", type=_parse_duration, default=None, metavar="DURATION",
+                   help="stop in time, e.g. 50m, 2h or 900 (seconds): no run starts an epoch it would not "
+                   "finish by then; paused runs keep their checkpoints and resume when run again")
     s.add_argument("--dry-run", action="store_true", help="show what is recorded and what would train; train nothing")
     s.add_argument("--no-progress", action="store_true", help="no progress bar (per-run lines are still printed)")
     s.add_argument("--backend", default="local", choices=["local", "slurm"],
@@ -120,6 +123,19 @@ def _add_sweep_parser(sub) -> None:
     g.add_argument("--slurm-param", action="append", type=_parse_option, default=[], metavar="KEY=VALUE",
                    help="any other slurm_KEY parameter of submitit, e.g. qos=high (repeatable)")
     g.add_argument("--no-wait", action="store_true", help="submit the jobs and return")
+
+
+def _parse_duration(text: str) -> float:
+    """``"900"``, ``"900s"``, ``"50m"``, ``"2h"``, ``"1.5h"`` -> seconds."""
+    units = {"s": 1, "m": 60, "h": 3600}
+    number, unit = (text[:-1], text[-1]) if text and text[-1].lower() in units else (text, "s")
+    try:
+        seconds = float(number) * units[unit.lower()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration: write e.g. 900, 50m or 2h") from None
+    if not seconds > 0:
+        raise argparse.ArgumentTypeError(f"the time limit must be positive, got {text!r}")
+    return seconds
 
 
 def _reproduction_plan(args, overrides):
@@ -226,7 +242,7 @@ def _sweep(args) -> int:
         try:
             summary = run_sweep(configs, store=store, jobs=args.jobs, device=args.device, backend=args.backend,
                                 overwrite=args.overwrite, data_root=args.data, progress=not args.no_progress,
-                                slurm=slurm)
+                                slurm=slurm, time_limit=args.time_limit)
         finally:
             signal.signal(signal.SIGTERM, previous)
     except KeyboardInterrupt:
@@ -236,7 +252,9 @@ def _sweep(args) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(_table(summary.drop(columns=["key", "host", "pid", "threads"])))
-    return 1 if summary["status"].isin(["failed", "interrupted"]).any() else 0
+    if summary["status"].isin(["failed", "interrupted"]).any():
+        return 1
+    return 3 if (summary["status"] == "paused").any() else 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -29,3 +29,13 @@ class NonFiniteLossError(FloatingPointError):
 
 class ResultsFileError(ValueError):
     """A results record that cannot be parsed or does not match its schema."""
+
+
+class TimeLimitReached(RuntimeError):
+    """A run stopped at an epoch's end because the next epoch would not have finished within
+    its time limit (``train(..., deadline=...)``, ``sweep --time-limit``). Its checkpoint is
+    kept: the same command, run again, resumes it."""
+
+    def __init__(self, message: str, epochs_done: int):
+        super().__init__(message)
+        self.epochs_done = epochs_done

@@ -25,9 +25,12 @@ that cannot be parsed stops the sweep before any training, naming the file
 unreadable ones included, as ``train --overwrite`` does; an overwriting sweep
 that was interrupted is not resumable as such: started again with
 ``--overwrite`` it redoes the runs it had replaced, without it it keeps the old
-records of the runs it had not reached). Exit status: 0 when every run is recorded, 1 when a run failed
-(the others still ran), 2 for a bad name or an unreadable results file, 130
-when interrupted.
+records of the runs it had not reached). ``--time-limit 50m`` (``time_limit`` seconds) stops the
+sweep in time: no run starts an epoch that, by its last epoch's duration, would end after the limit,
+so a run stops at an epoch's end with its checkpoint kept (``paused``), and the same command, run
+again, resumes it -- for a GPU lent by the hour or a Colab session. Exit status: 0 when every run
+is recorded, 1 when a run failed (the others still ran), 2 for a bad name or an unreadable results
+file, 3 when the time limit paused runs, 130 when interrupted.
 
 Python (a notebook)::
 
@@ -79,7 +82,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from .config import RunConfig
-from .errors import NonFiniteLossError, ResultsFileError, UnknownNameError
+from .errors import NonFiniteLossError, ResultsFileError, TimeLimitReached, UnknownNameError
 
 BACKENDS = ("local", "slurm")
 STATUS_COLUMNS = ["profile", "dataset", "method", "seed", "epochs", "status", "test_acc", "key", "path"]
@@ -245,13 +248,15 @@ def _identity(config: RunConfig) -> dict[str, Any]:
 
 def run_one(config: RunConfig | Mapping[str, Any], results_root: str | os.PathLike, *,
             device: str | None = None, data_root: str | None = None, overwrite: bool = False,
-            threads: int | None = None, progress: bool = False) -> dict[str, Any]:
+            threads: int | None = None, progress: bool = False,
+            deadline: float | None = None) -> dict[str, Any]:
     """Record one run of a sweep (``load_or_run`` into ``results_root``) and say how it went.
 
     Returns a dict: the run's identity, ``status`` (``done``, ``skipped`` when it
     was recorded already, ``failed``), ``test_acc``, ``epochs``, ``resumed``,
     ``wall_s``, ``error`` (one line), ``traceback`` (for unexpected errors), and
-    where it ran (``host``, ``pid``, ``threads``). A failing run is reported,
+    where it ran (``host``, ``pid``, ``threads``). ``deadline`` (a :func:`time.time` value) may stop
+    the run at an epoch's end: status ``paused``, its checkpoint kept. A failing run is reported,
     not raised, so a sweep goes on; ``KeyboardInterrupt`` still stops it, and
     the run's checkpoint is kept for the next sweep to resume from.
     """
@@ -276,10 +281,12 @@ def run_one(config: RunConfig | Mapping[str, Any], results_root: str | os.PathLi
             record, outcome["status"] = recorded, "skipped"
         else:
             record = training.load_or_run(config, store=store, overwrite=overwrite, device=device,
-                                          progress=progress, data_root=data_root)
+                                          progress=progress, data_root=data_root, deadline=deadline)
             outcome["status"] = "done"
             outcome["resumed"] = bool(record["provenance"].get("resumed"))
         outcome["test_acc"], outcome["epochs"] = record["final"].get("test/acc"), record["final"].get("epoch")
+    except TimeLimitReached as exc:
+        outcome["status"], outcome["error"], outcome["epochs"] = "paused", str(exc), exc.epochs_done
     except Exception as exc:  # reported in the sweep's summary; the other runs go on
         outcome["error"] = f"{type(exc).__name__}: {exc}".splitlines()[0]
         if not isinstance(exc, _expected_errors()):
@@ -501,7 +508,7 @@ def summarize(outcomes: Sequence[Mapping[str, Any]]):
 
 def describe_outcomes(summary) -> str:
     counts = summary["status"].value_counts()
-    order = ["done", "failed", "interrupted", "submitted", "skipped"]
+    order = ["done", "failed", "interrupted", "paused", "submitted", "skipped"]
     parts = [f"{int(counts[s])} {s}" for s in order if counts.get(s)]
     return f"{len(summary)} runs: " + ", ".join(parts)
 
@@ -519,6 +526,7 @@ def run_sweep(
     slurm: SlurmOptions | None = None,
     executor_factory: Callable[[Path, Mapping[str, Any]], Any] | None = None,
     log: Callable[[str], None] | None = None,
+    time_limit: float | None = None,
 ):
     """Record every run of ``configs`` that is not recorded yet; return the summary
     DataFrame (one row per run, in order: ``done``, ``failed``, ``skipped``, ...).
@@ -531,7 +539,9 @@ def run_sweep(
     Before anything trains, an unreadable results file raises
     :class:`~mmlab.errors.ResultsFileError`; a failing run is reported in the
     summary and the others go on. ``log`` receives the progress lines (default:
-    printed above the progress bar).
+    printed above the progress bar). ``time_limit`` (seconds from now, local backend): runs stop
+    at an epoch's end rather than run past it, as ``paused`` with their checkpoints kept (runs not
+    yet started when it is reached are ``paused`` too); run the sweep again to go on.
     """
     from tqdm.auto import tqdm
 
@@ -539,6 +549,11 @@ def run_sweep(
         raise UnknownNameError("backend", backend, BACKENDS)
     if jobs is not None and int(jobs) < 1:
         raise ValueError(f"jobs must be at least 1, got {jobs}")
+    if time_limit is not None and not (time_limit > 0):
+        raise ValueError(f"time_limit must be a positive number of seconds, got {time_limit}")
+    if time_limit is not None and backend != "local":
+        raise ValueError("time_limit is for the local backend; on SLURM use --slurm-time (a task that "
+                         "reaches it is requeued and resumes)")
     store = _as_store(store)
     configs = list({config.key: config for config in configs}.values())  # each run once
     status = sweep_status(configs, store, overwrite=overwrite)  # raises on an unreadable record
@@ -551,6 +566,8 @@ def run_sweep(
         for row in status.itertuples(index=False) if row.status == "recorded"}
     run_kwargs = dict(results_root=str(store.root.resolve()), device=device, overwrite=overwrite,
                       data_root=None if data_root is None else str(Path(data_root).resolve()))
+    if time_limit is not None:
+        run_kwargs["deadline"] = time.time() + float(time_limit)
 
     finished: list[dict[str, Any]] = []
 
@@ -585,4 +602,6 @@ def run_sweep(
     bar.close()
     summary = summarize([outcomes.get(c.key) or _failed(c, "no result came back") for c in configs])
     log(describe_outcomes(summary))
+    if (summary["status"] == "paused").any():
+        log("The time limit paused some runs; run the same sweep again to resume them from their checkpoints.")
     return summary

@@ -360,3 +360,32 @@ def test_parallel_sweeps_start_the_longest_runs_first():
 
     assert cost("mmpareto") > cost("uniform") > cost("unimodal", modality="gray")
     assert cost("uniform") == cost("joint")
+
+
+def test_a_time_limit_pauses_the_sweep_and_the_same_sweep_resumes(results_dir, capsys):
+    """``--time-limit``: runs that would not finish are ``paused`` (exit status 3) rather than
+    cut off; the same command, run again, records them."""
+    argv = ["sweep", "--profile", "smoke", "--method", "joint", "--seed", "0", "1", *TINY_ARGS,
+            "--no-progress"]
+    assert main(argv + ["--time-limit", "0.001"]) == 3  # over before any run could start an epoch
+    out = capsys.readouterr().out
+    assert "2 runs: 2 paused" in out and "run the same sweep again to resume" in out
+    assert "time limit: joint seed 0 stopped before epoch 1 of 1; no epoch was trained" in out
+    assert main(argv + ["--time-limit", "2h"]) == 0
+    assert "2 runs: 2 done" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("text, seconds", [("900", 900), ("900s", 900), ("50m", 3000), ("1.5h", 5400)])
+def test_time_limit_durations(text, seconds):
+    from mmlab.cli import _parse_duration
+
+    assert _parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["soon", "0", "-5m", "m"])
+def test_bad_time_limits_are_refused_with_the_format(text, results_dir, capsys):
+    with pytest.raises(SystemExit):
+        main(["sweep", "--method", "joint", f"--time-limit={text}"])
+    err = capsys.readouterr().err
+    assert "--time-limit" in err and ("is not a duration: write e.g. 900, 50m or 2h" in err
+                                      or "the time limit must be positive" in err)

@@ -1,6 +1,7 @@
 """The one training loop: a tiny run, its logs, the hooks, resume, NaN handling."""
 
 import math
+import time
 
 import pytest
 import torch
@@ -131,6 +132,38 @@ def test_provenance_names_the_commit_the_run_started_from(tiny_config, tmp_path,
     assert prov["earlier_commits"] == ["first"]
     straight = train(config.with_(seed=1), checkpoint_dir=tmp_path, progress=False)  # from "third"
     assert straight["provenance"]["git_commit"] == "third" and "earlier_commits" not in straight["provenance"]
+
+
+def test_a_deadline_pauses_the_run_at_an_epochs_end_and_the_run_resumes(tiny_config, tmp_path, monkeypatch):
+    """No epoch starts that, by the last epoch's duration, would end after the deadline: the run
+    stops with its checkpoint kept, and resumed it reaches the uninterrupted run's result."""
+    import types
+
+    import pytest
+
+    import mmlab.training.loop as loop
+    from mmlab.errors import TimeLimitReached
+
+    config = tiny_config("joint", epochs=3)
+    straight = train(config, checkpoint_dir=tmp_path / "straight", progress=False)
+
+    clock = [1000.0]  # a wall clock that moves only when an epoch ends: each epoch "takes" 10 s
+    monkeypatch.setattr(loop, "time", types.SimpleNamespace(time=lambda: clock[0], perf_counter=time.perf_counter))
+
+    def tick(epoch, metrics):
+        clock[0] += 10.0
+
+    with pytest.raises(TimeLimitReached, match="stopped before epoch 2 of 3") as stopped:
+        train(config, checkpoint_dir=tmp_path / "paused", progress=False, callbacks=[tick], deadline=1015.0)
+    assert stopped.value.epochs_done == 1  # at 1010 a 10 s epoch would end at 1020, after 1015
+    assert load_checkpoint(tmp_path / "paused" / f"{config.key}.pt")["epochs_done"] == 1
+    with pytest.raises(TimeLimitReached, match="no epoch was trained"):  # past it already: nothing starts
+        train(config.with_(seed=5), checkpoint_dir=tmp_path / "paused", progress=False, deadline=999.0)
+    monkeypatch.undo()
+
+    resumed = train(config, checkpoint_dir=tmp_path / "paused", progress=False)
+    assert resumed["provenance"]["resumed"] is True
+    assert without_timing(resumed["history"]) == without_timing(straight["history"])
 
 
 class _NaNAfter(JointLoss):

@@ -12,14 +12,15 @@ from .loop import evaluate, per_loss_encoder_gradients, train  # noqa: F401
 
 def load_or_run(config: RunConfig, *, store=None, overwrite: bool = False, device=None,
                 progress: bool = True, data_root: str | None = None,
-                keep_weights: bool = False) -> dict[str, Any]:
+                keep_weights: bool = False, deadline: float | None = None) -> dict[str, Any]:
     """The stored record of ``config`` if there is one; else train, store, return it.
 
     With ``overwrite=True`` the run is trained again and replaces the record.
     An interrupted run resumes from its checkpoint; the checkpoint is removed
     once the record is safely written. With ``keep_weights=True`` the final
     model weights are kept beside the record (``ResultsStore.weights_path``);
-    a stored record whose weights were not kept is then trained again.
+    a stored record whose weights were not kept is then trained again. ``deadline``: as for
+    :func:`train` (the run may stop early with :class:`~mmlab.errors.TimeLimitReached`).
     """
     from ..results import ResultsStore
 
@@ -30,7 +31,7 @@ def load_or_run(config: RunConfig, *, store=None, overwrite: bool = False, devic
             return record
         overwrite = record is not None  # only the weights are missing: train it again
     record = train(config, device=device, progress=progress, data_root=data_root,
-                   checkpoint_dir=store.root / ".checkpoints")
+                   checkpoint_dir=store.root / ".checkpoints", deadline=deadline)
     checkpoint = record.pop("_checkpoint", None)
     if keep_weights and checkpoint:
         from .checkpoint import load_checkpoint, save_checkpoint

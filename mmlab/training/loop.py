@@ -19,7 +19,7 @@ import torch
 
 from ..config import RunConfig
 from ..data.registry import get_dataset
-from ..errors import NonFiniteLossError
+from ..errors import NonFiniteLossError, TimeLimitReached
 from ..methods import Method, TrainState, build_method
 from ..metrics import accuracy, cosine, global_norm, macro_f1
 from ..models import ModelOutput, MultimodalClassifier, ParameterGroups, build_model
@@ -163,6 +163,7 @@ def train(
     data_root: str | None = None,
     progress: bool = True,
     callbacks: Sequence[Callable[[int, dict], None]] = (),
+    deadline: float | None = None,
 ) -> dict[str, Any]:
     """Train one run and return its record (see :mod:`mmlab.results`).
 
@@ -171,7 +172,9 @@ def train(
     uninterrupted run. A NaN or infinite loss raises
     :class:`~mmlab.errors.NonFiniteLossError` and leaves the last good
     checkpoint in place. ``callbacks(epoch, metrics)`` run after each
-    checkpoint.
+    checkpoint. ``deadline`` (a :func:`time.time` value): no epoch is started that, by the last
+    one's duration, would end after it; the run then raises
+    :class:`~mmlab.errors.TimeLimitReached` with its checkpoint on disk, to resume later.
     """
     from tqdm.auto import tqdm
 
@@ -215,6 +218,7 @@ def train(
     checkpoint_path = checkpoint_dir / f"{config.key}.pt"
     history: list[dict[str, Any]] = []
     start_epoch, wall_before, resumed, earlier_commits = 0, 0.0, False, []
+    last_epoch_s = 0.0  # the duration of the last epoch, checkpoint included (for ``deadline``)
     if checkpoint_path.exists():
         ckpt = load_checkpoint(checkpoint_path, map_location=device)
         if ckpt.get("config_key") != config.key:
@@ -227,6 +231,7 @@ def train(
         history, start_epoch, state.step = ckpt["history"], ckpt["epochs_done"], ckpt["step"]
         wall_before, resumed = ckpt["wall_time_s"], True
         earlier_commits = ckpt.get("git_commits", [])
+        last_epoch_s = ckpt.get("last_epoch_s", 0.0)
 
     def run_eval(split: str) -> dict[str, float]:
         return evaluate(model, eval_batches[split], spec.num_classes, split)
@@ -246,6 +251,9 @@ def train(
     epochs = tqdm(range(start_epoch, config.epochs), desc=config.label, disable=not progress,
                   initial=start_epoch, total=config.epochs, unit="epoch")
     for epoch in epochs:
+        if deadline is not None and time.time() + last_epoch_s > deadline:
+            epochs.close()
+            raise _time_limit(config, epoch, checkpoint_path)
         state.epoch = epoch
         model.train()
         method.on_epoch_start(state)
@@ -253,6 +261,7 @@ def train(
         correct = torch.zeros((), device=device)
         seen = 0
         t_epoch = time.perf_counter()
+        wall_epoch = time.time()
         steps = tqdm(train_batches.epoch(epoch), total=len(train_batches), leave=False,
                      disable=not progress, desc=f"epoch {epoch + 1}", unit="batch")
         for inputs, labels in steps:
@@ -306,10 +315,12 @@ def train(
             "torch_rng": torch.get_rng_state(), "history": history,
             "wall_time_s": wall_before + time.perf_counter() - t_start,
             "git_commits": earlier_commits + [code_version[0]],
+            "last_epoch_s": time.time() - wall_epoch,
         })
         epochs.set_postfix({"test acc": f"{metrics['test/acc']:.3f}"})
         for callback in callbacks:
             callback(epoch, metrics)
+        last_epoch_s = time.time() - wall_epoch
 
     wall = wall_before + time.perf_counter() - t_start
     from ..provenance import provenance
@@ -347,6 +358,13 @@ def _apply_combined_gradients(method: Method, state: TrainState, grads, total: t
         if grads[m]:
             for p, g in zip(params, method.combine_encoder_gradients(m, grads[m], state)):
                 p.grad = g
+
+
+def _time_limit(config: RunConfig, epoch: int, checkpoint_path: Path) -> TimeLimitReached:
+    kept = (f"its checkpoint {checkpoint_path} is kept: run it again to resume"
+            if epoch else "no epoch was trained")
+    return TimeLimitReached(f"time limit: {config.label} seed {config.seed} stopped before epoch {epoch + 1} "
+                            f"of {config.epochs}; {kept}", epochs_done=epoch)
 
 
 def _raise_non_finite(losses: dict[str, torch.Tensor], epoch: int, step: int, checkpoint_path: Path):
