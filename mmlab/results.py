@@ -87,6 +87,14 @@ class ResultsStore:
     def path_for(self, config: RunConfig) -> Path:
         return self.root / config.profile / config.dataset / config.label / f"seed{config.seed}-{config.key}.json"
 
+    @property
+    def checkpoint_dir(self) -> Path:
+        """Where unfinished runs of this store keep their checkpoints: ``$MMLAB_CHECKPOINTS`` where
+        that is set (e.g. a folder that must come back from a remote machine), else
+        ``<root>/.checkpoints``."""
+        env = os.environ.get("MMLAB_CHECKPOINTS")
+        return Path(env) if env else self.root / ".checkpoints"
+
     def weights_path(self, config: RunConfig) -> Path:
         """Where ``load_or_run(..., keep_weights=True)`` keeps the final model weights
         (local files, not committed: they are reproduced by training)."""

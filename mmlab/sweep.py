@@ -172,7 +172,7 @@ def _as_store(store):
 
 
 def _checkpoint_path(store, config: RunConfig) -> Path:
-    return store.root / ".checkpoints" / f"{config.key}.pt"  # where load_or_run's train writes it
+    return store.checkpoint_dir / f"{config.key}.pt"  # where load_or_run's train writes it
 
 
 def sweep_status(configs: Sequence[RunConfig], store=None, *, overwrite: bool = False):

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import mmlab.training as training
-from mmlab import ResultsFileError
+from mmlab import ResultsFileError, RunConfig
 from mmlab.results import ResultsStore, read_record
 from mmlab.training import load_or_run
 
@@ -101,3 +101,20 @@ def test_kept_weights_reproduce_the_recorded_accuracy(tiny_config, results_dir, 
 
     monkeypatch.setattr(training, "train", boom)
     load_trained_model(config, progress=False)  # weights and record both there: nothing to train
+
+
+def test_checkpoints_go_where_MMLAB_CHECKPOINTS_says(tmp_path, monkeypatch):
+    """A remote machine sends back one named folder: the store's unfinished runs keep their
+    checkpoints there when ``MMLAB_CHECKPOINTS`` is set, and the sweep looks for them there."""
+    from mmlab.sweep import sweep_status
+
+    store = ResultsStore(tmp_path / "results")
+    monkeypatch.delenv("MMLAB_CHECKPOINTS", raising=False)
+    assert store.checkpoint_dir == tmp_path / "results" / ".checkpoints"
+    monkeypatch.setenv("MMLAB_CHECKPOINTS", str(tmp_path / "elsewhere"))
+    assert store.checkpoint_dir == tmp_path / "elsewhere"
+    config = RunConfig.from_profile(profile="smoke", method="joint")
+    assert sweep_status([config], store)["status"].tolist() == ["train"]
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / f"{config.key}.pt").write_bytes(b"")
+    assert sweep_status([config], store)["status"].tolist() == ["resume"]

@@ -31,7 +31,7 @@ def load_or_run(config: RunConfig, *, store=None, overwrite: bool = False, devic
             return record
         overwrite = record is not None  # only the weights are missing: train it again
     record = train(config, device=device, progress=progress, data_root=data_root,
-                   checkpoint_dir=store.root / ".checkpoints", deadline=deadline)
+                   checkpoint_dir=store.checkpoint_dir, deadline=deadline)
     checkpoint = record.pop("_checkpoint", None)
     if keep_weights and checkpoint:
         from .checkpoint import load_checkpoint, save_checkpoint
