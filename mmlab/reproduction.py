@@ -103,10 +103,20 @@ def _mean_std(mean: float, std: float | None) -> str:
     return f"{mean:.2f} ± {std:.2f}" if std is not None and pd.notna(std) else f"{mean:.2f}"
 
 
+def short_device(description: str) -> str:
+    """``"cuda (NVIDIA H100 80GB HBM3)"`` -> ``"H100 80GB HBM3"``, ``"cpu"`` -> ``"CPU"``: the device
+    column of the reproduction table (a full-profile run may come from a CPU; the table says so)."""
+    text = str(description)
+    if text.startswith("cuda (") and text.endswith(")"):
+        return text[len("cuda ("):-1].replace("NVIDIA ", "")
+    return text.upper() if text in ("cpu", "mps") else text
+
+
 def reproduction_table(records: Sequence[Mapping[str, Any]], dataset: str,
                        labels: Sequence[str] | None = None) -> pd.DataFrame:
     """One row per planned run and per published method of ``dataset``: our mean ± std over seeds
-    (accuracy, macro-F1, each modality), the published figure, the difference, and a status.
+    (accuracy, macro-F1, each modality), the device(s) it was trained on, the published figure, the
+    difference, and a status.
 
     ``records`` are the recorded runs to show (e.g. ``ResultsStore().records(profile="full",
     dataset=...)``); runs of other datasets are ignored.
@@ -121,6 +131,10 @@ def reproduction_table(records: Sequence[Mapping[str, Any]], dataset: str,
     from .data.registry import get_dataset
 
     modality_columns = [m for m in get_dataset(dataset).modalities if f"acc/{m} (%)" in ours.columns]
+    devices: dict[str, set[str]] = {}
+    for r in records:
+        if r.get("provenance", {}).get("device"):
+            devices.setdefault(r["label"], set()).add(short_device(r["provenance"]["device"]))
     for label in order:
         row: dict[str, Any] = {"method": label}
         if label in ours.index:
@@ -131,6 +145,8 @@ def reproduction_table(records: Sequence[Mapping[str, Any]], dataset: str,
                           "macro-F1 (%)": _mean_std(r["f1 (%)"], r.get("f1 std"))},
                        **{f"{m} (%)": _mean_std(r.get(f"acc/{m} (%)"), r.get(f"acc/{m} std"))
                           for m in modality_columns})
+            if devices:
+                row["device"] = " + ".join(sorted(devices.get(label, ())))
             ours_acc = float(r["acc (%)"])
         else:
             row["status"] = "missing" if label in implemented else "not implemented"

@@ -33,9 +33,9 @@ def test_the_committed_full_records_are_found_by_the_plan():
     assert recorded and recorded <= planned  # every committed run belongs to the reproduction
 
 
-def _record(label, seed, acc, dataset="cgmnist"):
+def _record(label, seed, acc, dataset="cgmnist", device="cuda (NVIDIA H100 80GB HBM3)"):
     method, _, option = label.partition("-")
-    return {"label": label, "key": f"{label}{seed}",
+    return {"label": label, "key": f"{label}{seed}", "provenance": {"device": device},
             "config": {"dataset": dataset, "seed": seed, "profile": "full",
                        "method": method, "method_options": {"modality": option} if option else {}},
             "final": {"epoch": 100, "test/acc": acc, "test/f1": acc - 0.01, "test/acc/gray": acc / 2,
@@ -43,11 +43,12 @@ def _record(label, seed, acc, dataset="cgmnist"):
 
 
 def test_table_shows_mean_std_difference_and_never_fills_a_missing_run():
-    records = [_record("uniform", 0, 0.70), _record("uniform", 1, 0.80), _record("joint", 0, 0.5),
+    records = [_record("uniform", 0, 0.70), _record("uniform", 1, 0.80, device="cpu"), _record("joint", 0, 0.5),
                _record("joint", 0, 0.9, dataset="avdigits")]
     table = reproduction_table(records, "cgmnist")
     uniform = table.loc["uniform"]
     assert uniform["status"] == "recorded" and uniform["seeds"] == "2"
+    assert uniform["device"] == "CPU + H100 80GB HBM3" and table.loc["joint", "device"] == "H100 80GB HBM3"
     assert uniform["acc (%)"] == "75.00 ± 7.07"
     assert uniform["published acc (%)"] == "75.68"
     assert uniform["difference (points)"] == "-0.68"
