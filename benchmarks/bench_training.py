@@ -16,7 +16,8 @@ plain method it modifies (one joint loss, or the uniform baseline), the median o
 the two measured one after the other in the same repeat (so that a drift of the machine between
 cases does not enter it). Peak memory is the
 CUDA allocator's peak on a GPU and the process's maximum resident set on a CPU.
-A record with provenance is written to ``results/benchmarks/<device>.json``.
+A record with provenance is written to ``results/benchmarks/<device>.json``, after every case
+(``"complete": false`` until the last: a benchmark cut short keeps the cases it measured).
 """
 
 from __future__ import annotations
@@ -156,6 +157,17 @@ def main(argv=None) -> int:
     samples = args.samples or (55000 if device.type == "cuda" else 4096)
     cases = args.cases or [c for c in CASES if device.type == "cuda" or c not in GPU_ONLY]
     rows = []
+    slug = device_slug(device)
+    out = Path(args.out) if args.out else REPO / "results" / "benchmarks" / f"{slug}.json"
+
+    def write(complete: bool) -> None:  # after every case: a benchmark cut short keeps what it measured
+        commit, dirty = git_commit()
+        result = {"device": describe_device(device), "torch_version": torch.__version__,
+                  "threads": torch.get_num_threads(), "git_commit": commit, "git_dirty": dirty,
+                  "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "complete": complete,
+                  "rows": rows}
+        atomic_write_bytes(out, (json.dumps(result, indent=1) + "\n").encode())
+
     for name in cases:
         case = dict(CASES[name])
         if case.get("dataset") == "cremad_shaped":  # one CREMA-D training epoch: 6,698 clips less validation
@@ -186,13 +198,8 @@ def main(argv=None) -> int:
             rows[-1].update(vs_plain_method=plain_name, throughput_vs_plain=round(statistics.median(versus), 3))
         print(f"{name:28s} loop {loop:9.1f}/s  bare {bare:9.1f}/s  ratio {loop / bare:.3f}  peak {peak:.0f} MB",
               flush=True)
-    commit, dirty = git_commit()
-    result = {"device": describe_device(device), "torch_version": torch.__version__,
-              "threads": torch.get_num_threads(), "git_commit": commit, "git_dirty": dirty,
-              "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "rows": rows}
-    slug = device_slug(device)
-    out = Path(args.out) if args.out else REPO / "results" / "benchmarks" / f"{slug}.json"
-    atomic_write_bytes(out, (json.dumps(result, indent=1) + "\n").encode())
+        write(complete=False)
+    write(complete=True)
     print(f"written: {out}")
     return 0
 

@@ -356,7 +356,10 @@ def _run_local(todo: Sequence[RunConfig], report: Callable[[dict], None], *, job
             report(run_one(config, **run_kwargs))
         return
     threads = max(1, available_cores() // jobs)
-    todo = sorted(todo, key=expected_cost, reverse=True)  # longest first: the last runs end together
+    # unfinished runs first (under a time limit, finishing started work is what keeps records), then
+    # the longest first, so that the last runs end together
+    checkpoints = _as_store(run_kwargs["results_root"]).checkpoint_dir
+    todo = sorted(todo, key=lambda c: ((checkpoints / f"{c.key}.pt").exists(), expected_cost(c)), reverse=True)
     pool = ProcessPoolExecutor(max_workers=min(jobs, len(todo)), mp_context=multiprocessing.get_context("spawn"),
                                initializer=_init_worker, initargs=(threads,))
     try:

@@ -52,6 +52,11 @@ prepare)
   git rev-parse HEAD > .remote/commit
   if [[ -n "$(git status --porcelain -- mmlab)" ]]; then echo 1 > .remote/dirty; else echo 0 > .remote/dirty; fi
   echo "prepared .remote/: $(du -sh .remote | cut -f1) ($(ls .remote/checkpoints | wc -l) checkpoint(s)), commit $(cut -c1-10 .remote/commit)"
+  size_mb=$(du -sm .remote | cut -f1)
+  if (( size_mb > ${REMOTE_LIMIT_MB:-60} )); then
+    echo "warning: .remote/ is ${size_mb} MB, more than ${REMOTE_LIMIT_MB:-60} MB (REMOTE_LIMIT_MB): a transfer with a" \
+         "size limit may refuse it; move some checkpoints out of results/.checkpoints/ and prepare again" >&2
+  fi
   echo "send it with the tree (it is git-ignored), then: OUT=... scripts/remote_sweep.sh run 8m SWEEP-ARGS"
   ;;
 run)

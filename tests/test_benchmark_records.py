@@ -17,6 +17,32 @@ def _load(path: Path, name: str):
     return module
 
 
+def test_bench_training_writes_after_every_case_so_a_cut_short_benchmark_keeps_its_cases(tmp_path, monkeypatch):
+    import pytest
+
+    bench = _load(REPO / "benchmarks" / "bench_training.py", "bench_training")
+    monkeypatch.setattr(bench, "bare_loop", lambda config, device: 200.0)
+
+    def loop(config, device):
+        if config.method == "ogm_ge":
+            raise KeyboardInterrupt  # the device's time is up during the second case
+        return 100.0
+
+    monkeypatch.setattr(bench, "loop_throughput", loop)
+    out = tmp_path / "cpu.json"
+    argv = ["--device", "cpu", "--cases", "joint", "ogm_ge", "--repeats", "1", "--out", str(out)]
+    with pytest.raises(KeyboardInterrupt):
+        bench.main(argv)
+    record = json.loads(out.read_text())
+    assert record["complete"] is False and [r["case"] for r in record["rows"]] == ["joint"]
+    assert record["rows"][0]["ratio"] == 0.5
+
+    monkeypatch.setattr(bench, "loop_throughput", lambda config, device: 100.0)
+    assert bench.main(argv) == 0
+    record = json.loads(out.read_text())
+    assert record["complete"] is True and record["rows"][1]["throughput_vs_plain"] == 1.0
+
+
 def test_bench_table_records_the_runs_it_timed(tmp_path, monkeypatch):
     bench_table = _load(REPO / "benchmarks" / "bench_table.py", "bench_table")
     monkeypatch.setenv("MMLAB_CHECKPOINTS", str(tmp_path / "ckpt"))

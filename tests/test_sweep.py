@@ -362,6 +362,38 @@ def test_parallel_sweeps_start_the_longest_runs_first():
     assert cost("uniform") == cost("joint")
 
 
+def test_parallel_sweeps_start_unfinished_runs_first(results_dir, monkeypatch):
+    """Under a time limit, finishing a started run keeps a record; so runs with a checkpoint go
+    first, then the longest."""
+    import mmlab.sweep as sweep
+
+    configs = tiny_sweep(methods=["unimodal:modality=gray", "mmpareto", "joint"])
+    store = ResultsStore(results_dir)
+    store.checkpoint_dir.mkdir(parents=True)
+    (store.checkpoint_dir / f"{configs[0].key}.pt").write_bytes(b"")  # the cheapest one was started
+
+    started = []
+
+    class Pool:  # records the order of submission; runs nothing
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def submit(self, fn, config, **kwargs):
+            started.append(config["method"])
+            from concurrent.futures import Future
+
+            future = Future()
+            future.set_result({"key": RunConfig.from_dict(config).key, "status": "skipped"})
+            return future
+
+        def shutdown(self, wait=True, cancel_futures=False):
+            pass
+
+    monkeypatch.setattr(sweep, "ProcessPoolExecutor", Pool)
+    sweep._run_local(configs, lambda outcome: None, jobs=2, run_kwargs={"results_root": str(results_dir)})
+    assert started == ["unimodal", "mmpareto", "joint"]
+
+
 def test_a_time_limit_pauses_the_sweep_and_the_same_sweep_resumes(results_dir, capsys):
     """``--time-limit``: runs that would not finish are ``paused`` (exit status 3) rather than
     cut off; the same command, run again, records them."""

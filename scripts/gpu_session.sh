@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# One short GPU session, prepared in advance: the GPU benchmark record, then as much of the full
+# CG-MNIST table as fits, in a part that the next session resumes (scripts/remote_sweep.sh).
+#
+#   here:  scripts/remote_sweep.sh prepare cgmnist        # data + unfinished checkpoints -> .remote/
+#   there: OUT=/out scripts/gpu_session.sh [BENCH_SECONDS] [SWEEP_LIMIT] [JOBS]   (defaults 150 6m 12)
+#   here:  scripts/remote_sweep.sh collect FOLDER; cp FOLDER/benchmarks/*.json results/benchmarks/
+#
+# The benchmark runs alone on the GPU first (8,192-sample epochs, two repeats; it writes its record
+# after every case, so a cut-short one keeps what it measured), then the sweep shares the GPU
+# among JOBS runs at once, stopping at epoch ends before SWEEP_LIMIT.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+bench_seconds="${1:-150}"
+limit="${2:-6m}"
+jobs="${3:-12}"
+: "${OUT:?set OUT to the folder that comes back}"
+[[ -f .remote/commit ]] || { echo "no .remote/: run scripts/remote_sweep.sh prepare cgmnist first" >&2; exit 2; }
+python="${PYTHON:-python3}"
+device="${DEVICE:-cuda}"  # DEVICE=cpu only to try the script out
+mkdir -p "$OUT/benchmarks"
+nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1 || true
+(
+  export PYTHONPATH="$PWD" MMLAB_DATA="$PWD/.remote/data" MMLAB_CHECKPOINTS="$OUT/bench-checkpoints"
+  export MMLAB_GIT_COMMIT="$(cat .remote/commit)" MMLAB_GIT_DIRTY="$(cat .remote/dirty)"
+  slug="$("$python" -c 'from mmlab.book import device_slug; from mmlab.training import pick_device; print(device_slug(pick_device("'"$device"'")))')"
+  timeout --signal=INT "$bench_seconds" "$python" benchmarks/bench_training.py --device "$device" --samples 8192 \
+    --repeats 2 --out "$OUT/benchmarks/$slug.json" 2>&1 | tee "$OUT/bench.log" || echo "benchmark stopped at ${bench_seconds} s"
+)
+rm -rf "$OUT/bench-checkpoints"
+OUT="$OUT" scripts/remote_sweep.sh run "$limit" --plan --dataset cgmnist --profile full --device "$device" --jobs "$jobs"
