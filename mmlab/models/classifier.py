@@ -97,7 +97,11 @@ class MultimodalClassifier(nn.Module):
         if self.channels_last:
             inputs = {m: x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
                       for m, x in inputs.items()}
-        features = self.encode(inputs)
+        return self.fuse(self.encode(inputs), intervene)
+
+    def fuse(self, features: dict[str, torch.Tensor], intervene: FeatureIntervention | None = None) -> ModelOutput:
+        """Everything after the encoders: the intervention, the fused logits, the shares, the heads
+        (:class:`~mmlab.models.stacked.StackedEncoders` computes the features of several models at once)."""
         if intervene is not None:
             features = intervene(features)
         return ModelOutput(

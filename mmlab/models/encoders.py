@@ -90,16 +90,22 @@ class ConvEncoder(nn.Module):
             nn.Linear(64 * pooled_size * pooled_size, feature_dim),
         )
 
+    #: the stem's memory format where it is fixed (under ``torch.func.vmap``, which cannot query
+    #: strides: :mod:`mmlab.models.stacked`); None: read off the weights on every call
+    memory_format: torch.memory_format | None = None
+
     def forward(self, x):
         return self.net[2:](self._stem(x))
 
     def _stem(self, x):
-        # the model's memory format, read off a layer where NCHW and NHWC strides differ (the first
-        # convolution's 1 x 5 x 5 filters for a gray image are both at once)
-        weight = self.net[4].weight
-        channels_last = weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
-        return normalised_convolution(self.net[0], self.net[1], x,
-                                      torch.channels_last if channels_last else torch.contiguous_format)
+        fmt = self.memory_format
+        if fmt is None:
+            # the model's memory format, read off a layer where NCHW and NHWC strides differ (the first
+            # convolution's 1 x 5 x 5 filters for a gray image are both at once)
+            weight = self.net[4].weight
+            channels_last = weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
+            fmt = torch.channels_last if channels_last else torch.contiguous_format
+        return normalised_convolution(self.net[0], self.net[1], x, fmt)
 
     #: channels after each of :meth:`stages` (the last is the feature vector)
     @property

@@ -7,7 +7,7 @@ from typing import Any
 
 from ..config import RunConfig
 from .device import pick_device  # noqa: F401
-from .loop import evaluate, per_loss_encoder_gradients, train  # noqa: F401
+from .loop import evaluate, per_loss_encoder_gradients, train, train_stacked  # noqa: F401
 
 
 def load_or_run(config: RunConfig, *, store=None, overwrite: bool = False, device=None,

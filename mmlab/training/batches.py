@@ -11,6 +11,7 @@ seeded by ``(seed, epoch)`` for the same reason.
 
 from __future__ import annotations
 
+import copy
 from typing import Callable, Iterator, Sequence
 
 import torch
@@ -28,6 +29,12 @@ class ResidentBatches:
         self.batch_size, self.device, self.shuffle, self.seed = batch_size, device, shuffle, seed
         self.transform = transform
         self.num_samples = len(self.labels)
+
+    def reseeded(self, seed: int) -> "ResidentBatches":
+        """The same batches (the same tensors on the device, not a copy) in the order of ``seed``."""
+        other = copy.copy(self)
+        other.seed = seed
+        return other
 
     def __len__(self) -> int:
         full, rest = divmod(self.num_samples, self.batch_size)

@@ -12,10 +12,12 @@ import math
 import os
 import time
 from collections import defaultdict
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 import torch
+from tqdm.auto import tqdm
 
 from ..config import RunConfig
 from ..data.registry import get_dataset
@@ -176,29 +178,189 @@ def train(
     one's duration, would end after it; the run then raises
     :class:`~mmlab.errors.TimeLimitReached` with its checkpoint on disk, to resume later.
     """
-    from tqdm.auto import tqdm
+    return _train_runs([config], [method] if method is not None else None, device=device,
+                       checkpoint_dir=checkpoint_dir, data_root=data_root, progress=progress,
+                       callbacks=callbacks, deadline=deadline, stack=False)[0]
 
+
+def train_stacked(
+    configs: Sequence[RunConfig],
+    *,
+    device: str | torch.device | None = None,
+    checkpoint_dir: str | os.PathLike | None = None,
+    data_root: str | None = None,
+    progress: bool = True,
+    callbacks: Sequence[Callable[[int, dict], None]] = (),
+    deadline: float | None = None,
+) -> list[dict[str, Any]]:
+    """Train several seeds of one run at once and return their records, in order (chapter 7).
+
+    ``configs`` differ in their seed only. Their encoders run as one batched computation
+    (:class:`~mmlab.models.stacked.StackedEncoders`); everything else -- the method's hooks, the
+    optimiser, the logs, the evaluation, the checkpoints and the records -- stays each run's own,
+    so every record is the one :func:`train` would make (up to floating-point rounding), and a
+    checkpoint written here resumes under :func:`train` as well. Runs that resume from different
+    epochs, or a method whose model connects its encoders (Greedy's MMTM), are trained one after
+    the other instead. A non-finite loss in one run stops all of them (each keeps its last
+    checkpoint); ``deadline`` is as for :func:`train`.
+    """
+    configs = list(configs)
+    if not configs:
+        raise ValueError("train_stacked needs at least one config")
+    if len({c.with_(seed=0).key for c in configs}) > 1:
+        raise ValueError("stacked runs must differ in their seed only; got "
+                         + ", ".join(sorted({c.label for c in configs})))
+    if len({c.seed for c in configs}) < len(configs):
+        raise ValueError(f"stacked runs need distinct seeds, got {[c.seed for c in configs]}")
+    return _train_runs(configs, None, device=device, checkpoint_dir=checkpoint_dir, data_root=data_root,
+                       progress=progress, callbacks=callbacks, deadline=deadline, stack=len(configs) > 1)
+
+
+@dataclass
+class _Run:
+    """One run's own part of a training: everything but the data and the encoders' batched forward."""
+
+    config: RunConfig
+    method: Method
+    model: MultimodalClassifier
+    groups: ParameterGroups
+    optimizer: torch.optim.Optimizer
+    generator: torch.Generator
+    log: _EpochLog
+    state: TrainState
+    train_batches: ResidentBatches
+    checkpoint_path: Path
+    history: list[dict[str, Any]] = field(default_factory=list)
+    start_epoch: int = 0
+    wall_before: float = 0.0
+    resumed: bool = False
+    earlier_commits: list = field(default_factory=list)
+    last_epoch_s: float = 0.0  # the duration of the last epoch, checkpoint included (for ``deadline``)
+    correct: Any = None
+    seen: int = 0
+    last_losses: dict[str, torch.Tensor] | None = None  # the last step's loss terms (for an error message)
+
+
+def _train_runs(configs: list[RunConfig], methods: list[Method] | None, *, device, checkpoint_dir, data_root,
+                progress: bool, callbacks, deadline: float | None, stack: bool) -> list[dict[str, Any]]:
     from ..provenance import git_commit
 
-    config.validate()
+    for config in configs:
+        config.validate()
     code_version = git_commit()  # the code this process imported, before the checkout can move on
-    spec = get_dataset(config.dataset)
-    method = method or build_method(config.method, list(spec.modalities), **config.method_options)
+    first = configs[0]
+    spec = get_dataset(first.dataset)
+    methods = methods or [build_method(c.method, list(spec.modalities), **c.method_options) for c in configs]
     device = pick_device(device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fastest convolutions; GPU runs are not bit-reproducible
-    modalities = method.modalities(list(spec.modalities))
+    modalities = methods[0].modalities(list(spec.modalities))
 
-    splits = spec.load_splits(
-        train_size=config.train_size, val_size=config.val_size, test_size=config.test_size,
-        data_seed=config.data_seed, options=config.dataset_options, root=data_root,
+    splits = spec.load_splits(  # the same data for every run here: they differ in their seed only
+        train_size=first.train_size, val_size=first.val_size, test_size=first.test_size,
+        data_seed=first.data_seed, options=first.dataset_options, root=data_root,
     )
-    train_batches = ResidentBatches(splits["train"], modalities, config.batch_size, device,
-                                    shuffle=True, seed=config.seed,
-                                    transform=spec.batch_transform(config.dataset_options))
+    train_batches = ResidentBatches(splits["train"], modalities, first.batch_size, device,
+                                    shuffle=True, seed=first.seed,
+                                    transform=spec.batch_transform(first.dataset_options))
     eval_batches = {s: ResidentBatches(splits[s], modalities, eval_batch_size(device), device)
                     for s in ("val", "test")}
+    checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else default_checkpoint_dir()
+    runs = [_prepare_run(config, method, spec, modalities, device, train_batches.reseeded(config.seed),
+                         checkpoint_dir)
+            for config, method in zip(configs, methods)]
 
+    stacked = None
+    if stack:
+        from ..models.stacked import StackedEncoders, stackable
+
+        if len({r.start_epoch for r in runs}) > 1 or not stackable(runs[0].model):
+            return [_train_runs([c], [m], device=device, checkpoint_dir=checkpoint_dir, data_root=data_root,
+                                progress=progress, callbacks=callbacks, deadline=deadline, stack=False)[0]
+                    for c, m in zip(configs, methods)]
+        stacked = StackedEncoders([r.model for r in runs])
+
+    def run_eval(run: _Run, split: str) -> dict[str, float]:
+        return evaluate(run.model, eval_batches[split], spec.num_classes, split)
+
+    measure = first.measure_imbalance  # the greedy-learner measures (chapter 2), if asked for
+    if measure:
+        from ..imbalance import imbalance_metrics, log_learning_speeds, probe_batches
+
+        probes = {s: probe_batches(splits[s], modalities, device, batch_size=eval_batch_size(device))
+                  for s in ("train", "val")}
+    else:
+        log_learning_speeds = None
+
+    # bf16 autocast (no loss scaling needed: bfloat16 has float32's exponent range)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=first.precision == "bf16")
+    check_every = 1 if device.type == "cpu" else 25
+    label = first.label if len(runs) == 1 else f"{first.label} seeds {','.join(str(c.seed) for c in configs)}"
+    start_epoch, last_epoch_s = runs[0].start_epoch, max(r.last_epoch_s for r in runs)
+    t_start = time.perf_counter()
+    epochs = tqdm(range(start_epoch, first.epochs), desc=label, disable=not progress,
+                  initial=start_epoch, total=first.epochs, unit="epoch")
+    for epoch in epochs:
+        if deadline is not None and time.time() + last_epoch_s > deadline:
+            epochs.close()
+            raise _time_limit(first, label, epoch, runs[0].checkpoint_path)
+        for run in runs:
+            run.state.epoch = epoch
+            run.model.train()
+            run.method.on_epoch_start(run.state)
+            run.log.reset()
+            run.correct, run.seen = torch.zeros((), device=device), 0
+        t_epoch = time.perf_counter()
+        wall_epoch = time.time()
+        steps = tqdm(zip(*(run.train_batches.epoch(epoch) for run in runs)), total=len(train_batches),
+                     leave=False, disable=not progress, desc=f"epoch {epoch + 1}", unit="batch")
+        for batches in steps:
+            _train_step(runs, batches, stacked, autocast, check_every, log_learning_speeds)
+        train_seconds = time.perf_counter() - t_epoch
+        for run in runs:
+            epoch_log = run.log.means()  # converting to floats waits for the device: the epoch is done
+            if not math.isfinite(epoch_log.get("train/loss", 0.0)):
+                _raise_non_finite(run, epoch)
+            metrics: dict[str, Any] = {"epoch": epoch + 1, "step": run.state.step,
+                                       "train/acc": float(run.correct) / max(run.seen, 1), **epoch_log,
+                                       "time/train_s": train_seconds}
+            metrics.update(run_eval(run, "val"))
+            metrics.update(run_eval(run, "test"))
+            if measure:
+                metrics.update(imbalance_metrics(run.model, probes))
+            metrics.update(run.method.on_epoch_end(run.state, lambda split, run=run: run_eval(run, split)) or {})
+            run.history.append(metrics)
+            save_checkpoint(run.checkpoint_path, {
+                "config_key": run.config.key, "config": run.config.to_dict(), "epochs_done": epoch + 1,
+                "step": run.state.step, "model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
+                "method": run.method.state_dict(), "generator": run.generator.get_state(),
+                "torch_rng": torch.get_rng_state(), "history": run.history,
+                "wall_time_s": run.wall_before + time.perf_counter() - t_start,
+                "git_commits": run.earlier_commits + [code_version[0]],
+                "last_epoch_s": time.time() - wall_epoch,
+            })
+        epochs.set_postfix({"test acc": " ".join(f"{run.history[-1]['test/acc']:.3f}" for run in runs)})
+        for run in runs:
+            for callback in callbacks:
+                callback(epoch, run.history[-1])
+        last_epoch_s = time.time() - wall_epoch
+
+    from ..provenance import provenance
+    from ..results import make_record
+
+    records = []
+    for run in runs:
+        prov = provenance(device=describe_device(device), wall_time_s=run.wall_before + time.perf_counter() - t_start,
+                          resumed=run.resumed, code_version=code_version, earlier_commits=run.earlier_commits)
+        if stacked is not None:
+            prov["stacked_runs"] = len(runs)  # trained together: the wall time is the group's
+        records.append(make_record(run.config, run.history, splits, prov, checkpoint_path=run.checkpoint_path))
+    return records
+
+
+def _prepare_run(config: RunConfig, method: Method, spec, modalities, device: torch.device,
+                 train_batches: ResidentBatches, checkpoint_dir: Path) -> _Run:
+    """The model, optimiser and method state of one run, resumed from its checkpoint if there is one."""
     torch.manual_seed(config.seed)
     model = build_model(spec, modalities, method.needs_unimodal_heads, fusion=method.fusion).to(device)
     if spec.channels_last:
@@ -213,125 +375,113 @@ def train(
                        num_epochs=config.epochs, steps_per_epoch=len(train_batches),
                        generator=generator, logger=log)
     method.setup(state)
-
-    checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else default_checkpoint_dir()
-    checkpoint_path = checkpoint_dir / f"{config.key}.pt"
-    history: list[dict[str, Any]] = []
-    start_epoch, wall_before, resumed, earlier_commits = 0, 0.0, False, []
-    last_epoch_s = 0.0  # the duration of the last epoch, checkpoint included (for ``deadline``)
-    if checkpoint_path.exists():
-        ckpt = load_checkpoint(checkpoint_path, map_location=device)
+    run = _Run(config=config, method=method, model=model, groups=groups, optimizer=optimizer,
+               generator=generator, log=log, state=state, train_batches=train_batches,
+               checkpoint_path=checkpoint_dir / f"{config.key}.pt")
+    if run.checkpoint_path.exists():
+        ckpt = load_checkpoint(run.checkpoint_path, map_location=device)
         if ckpt.get("config_key") != config.key:
-            raise RuntimeError(f"Checkpoint {checkpoint_path} belongs to another config; delete it.")
+            raise RuntimeError(f"Checkpoint {run.checkpoint_path} belongs to another config; delete it.")
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         method.load_state_dict(ckpt["method"])
         generator.set_state(ckpt["generator"].cpu())
         torch.set_rng_state(ckpt["torch_rng"].cpu())
-        history, start_epoch, state.step = ckpt["history"], ckpt["epochs_done"], ckpt["step"]
-        wall_before, resumed = ckpt["wall_time_s"], True
-        earlier_commits = ckpt.get("git_commits", [])
-        last_epoch_s = ckpt.get("last_epoch_s", 0.0)
+        run.history, run.start_epoch, state.step = ckpt["history"], ckpt["epochs_done"], ckpt["step"]
+        run.wall_before, run.resumed = ckpt["wall_time_s"], True
+        run.earlier_commits = ckpt.get("git_commits", [])
+        run.last_epoch_s = ckpt.get("last_epoch_s", 0.0)
+    return run
 
-    def run_eval(split: str) -> dict[str, float]:
-        return evaluate(model, eval_batches[split], spec.num_classes, split)
 
-    measure = config.measure_imbalance  # the greedy-learner measures (chapter 2), if asked for
-    if measure:
-        from ..imbalance import imbalance_metrics, log_learning_speeds, probe_batches
+def _train_step(runs: list[_Run], batches, stacked, autocast, check_every: int, log_learning_speeds) -> None:
+    """One optimiser step of every run (see :mod:`mmlab.methods.base` for the hooks' order)."""
+    outputs, all_losses, totals = [], [], []
+    with autocast:
+        features = None
+        if stacked is not None:  # every run's encoders in one batched call; the rest per run
+            features = stacked({m: torch.stack([inputs[m] for inputs, _ in batches]) for m in stacked.modalities})
+        for k, (run, (inputs, labels)) in enumerate(zip(runs, batches)):
+            run.state.labels = labels
 
-        probes = {s: probe_batches(splits[s], modalities, device, batch_size=eval_batch_size(device))
-                  for s in ("train", "val")}
+            def intervene(f, run=run):
+                return run.method.intervene(f, run.state)
 
-    # bf16 autocast (no loss scaling needed: bfloat16 has float32's exponent range)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16")
-    probe_every = config.grad_probe_every
-    check_every = 1 if device.type == "cpu" else 25
-    t_start = time.perf_counter()
-    epochs = tqdm(range(start_epoch, config.epochs), desc=config.label, disable=not progress,
-                  initial=start_epoch, total=config.epochs, unit="epoch")
-    for epoch in epochs:
-        if deadline is not None and time.time() + last_epoch_s > deadline:
-            epochs.close()
-            raise _time_limit(config, epoch, checkpoint_path)
-        state.epoch = epoch
-        model.train()
-        method.on_epoch_start(state)
-        log.reset()
-        correct = torch.zeros((), device=device)
-        seen = 0
-        t_epoch = time.perf_counter()
-        wall_epoch = time.time()
-        steps = tqdm(train_batches.epoch(epoch), total=len(train_batches), leave=False,
-                     disable=not progress, desc=f"epoch {epoch + 1}", unit="batch")
-        for inputs, labels in steps:
-            state.labels = labels
-            with autocast:
-                output = model(inputs, intervene=lambda f: method.intervene(f, state))
-                losses = method.losses(output, labels, state)
-                total = method.total_loss(losses, state)
-            if (state.step % check_every == 0) and not torch.isfinite(total):
-                _raise_non_finite(losses, epoch, state.step, checkpoint_path)
-            optimizer.zero_grad(set_to_none=True)
-            probe = probe_every and state.step % probe_every == 0
-            if method.per_loss_gradients or probe:
-                grads = per_loss_encoder_gradients(output, losses, groups)
-                if probe:
-                    _log_gradient_probe(grads, log)
-            if method.per_loss_gradients:
-                _apply_combined_gradients(method, state, grads, total, groups)
+            if features is None:
+                output = run.model(inputs, intervene=intervene)
             else:
-                total.backward()
-            method.transform_gradients(output, labels, state)
-            if measure:
-                log_learning_speeds(groups, log)
-            for m, params in groups.encoders.items():
-                log(f"train/grad_norm/{m}", global_norm([p.grad for p in params]))
-            optimizer.step()
-            state.step += 1
-            method.on_step_end(state)
-            log("train/loss", total)
-            for name, value in losses.items():
-                log(f"train/loss/{name}", value)
-            correct += (output.logits.detach().argmax(1) == labels).sum()
-            seen += len(labels)
-        epoch_log = log.means()  # converting to floats waits for the device: the epoch is done
-        train_seconds = time.perf_counter() - t_epoch
-        if not math.isfinite(epoch_log.get("train/loss", 0.0)):
-            _raise_non_finite(losses, epoch, state.step, checkpoint_path)
-        metrics: dict[str, Any] = {"epoch": epoch + 1, "step": state.step,
-                                   "train/acc": float(correct) / max(seen, 1), **epoch_log,
-                                   "time/train_s": train_seconds}
-        metrics.update(run_eval("val"))
-        metrics.update(run_eval("test"))
-        if measure:
-            metrics.update(imbalance_metrics(model, probes))
-        metrics.update(method.on_epoch_end(state, run_eval) or {})
-        history.append(metrics)
-        save_checkpoint(checkpoint_path, {
-            "config_key": config.key, "config": config.to_dict(), "epochs_done": epoch + 1,
-            "step": state.step, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "method": method.state_dict(), "generator": generator.get_state(),
-            "torch_rng": torch.get_rng_state(), "history": history,
-            "wall_time_s": wall_before + time.perf_counter() - t_start,
-            "git_commits": earlier_commits + [code_version[0]],
-            "last_epoch_s": time.time() - wall_epoch,
-        })
-        epochs.set_postfix({"test acc": f"{metrics['test/acc']:.3f}"})
-        for callback in callbacks:
-            callback(epoch, metrics)
-        last_epoch_s = time.time() - wall_epoch
+                output = run.model.fuse({m: z[k] for m, z in features.items()}, intervene)
+            losses = run.method.losses(output, labels, run.state)
+            outputs.append(output)
+            all_losses.append(losses)
+            totals.append(run.method.total_loss(losses, run.state))
+    for run, total, losses in zip(runs, totals, all_losses):
+        run.last_losses = losses
+        if (run.state.step % check_every == 0) and not torch.isfinite(total):
+            _raise_non_finite(run, run.state.epoch)
+        run.optimizer.zero_grad(set_to_none=True)
+    method, step, probe_every = runs[0].method, runs[0].state.step, runs[0].config.grad_probe_every
+    probe = probe_every and step % probe_every == 0
+    if method.per_loss_gradients or probe:
+        if features is None:
+            grads = [per_loss_encoder_gradients(outputs[0], all_losses[0], runs[0].groups)]
+        else:
+            grads = stacked_per_loss_encoder_gradients(features, all_losses, [run.groups for run in runs])
+        if probe:
+            for run, g in zip(runs, grads):
+                _log_gradient_probe(g, run.log)
+    if method.per_loss_gradients:
+        for run, g, total in zip(runs, grads, totals):
+            _apply_combined_gradients(run.method, run.state, g, total, run.groups)
+    elif len(totals) == 1:
+        totals[0].backward()
+    else:
+        torch.autograd.backward(totals)  # one backward pass through the stacked encoders
+    for run, output, losses, total, (_, labels) in zip(runs, outputs, all_losses, totals, batches):
+        state = run.state
+        run.method.transform_gradients(output, labels, state)
+        if log_learning_speeds is not None:
+            log_learning_speeds(run.groups, run.log)
+        for m, params in run.groups.encoders.items():
+            run.log(f"train/grad_norm/{m}", global_norm([p.grad for p in params]))
+        run.optimizer.step()
+        state.step += 1
+        run.method.on_step_end(state)
+        run.log("train/loss", total)
+        for name, value in losses.items():
+            run.log(f"train/loss/{name}", value)
+        run.correct += (output.logits.detach().argmax(1) == labels).sum()
+        run.seen += len(labels)
 
-    wall = wall_before + time.perf_counter() - t_start
-    from ..provenance import provenance
-    from ..results import make_record
 
-    return make_record(
-        config, history, splits,
-        provenance(device=describe_device(device), wall_time_s=wall, resumed=resumed,
-                   code_version=code_version, earlier_commits=earlier_commits),
-        checkpoint_path=checkpoint_path,
-    )
+def stacked_per_loss_encoder_gradients(
+    features: dict[str, torch.Tensor], all_losses: list[dict[str, torch.Tensor]], all_groups: list[ParameterGroups]
+) -> list[dict[str, dict[str, list[torch.Tensor]]]]:
+    """:func:`per_loss_encoder_gradients` of every stacked run at once: ``grads[k][m][loss]``.
+
+    Run ``k``'s losses reach only its slice ``features[m][k]`` of the stacked features, so the
+    gradient of the sum over runs of one loss, w.r.t. the stacked features, holds every run's own
+    gradient; one vector-Jacobian product through the stacked encoder then gives each run's encoder
+    gradient, where ``K`` separate products would each go through all ``K`` encoders.
+    """
+    modalities = list(features)
+    stacked = [features[m] for m in modalities]
+    grads: list[dict[str, dict[str, list[torch.Tensor]]]] = [{m: {} for m in modalities} for _ in all_groups]
+    for name in all_losses[0]:
+        total = torch.stack([losses[name] for losses in all_losses]).sum()
+        d_features = torch.autograd.grad(total, stacked, retain_graph=True, allow_unused=True)
+        for m, dz in zip(modalities, d_features):
+            if dz is None:
+                continue
+            params = [p for groups in all_groups for p in groups.encoders[m]]
+            g = torch.autograd.grad(features[m], params, grad_outputs=dz, retain_graph=True, allow_unused=True)
+            start = 0
+            for k, groups in enumerate(all_groups):
+                own = groups.encoders[m]
+                grads[k][m][name] = [torch.zeros_like(p) if gi is None else gi
+                                     for p, gi in zip(own, g[start:start + len(own)])]
+                start += len(own)
+    return grads
 
 
 def _log_gradient_probe(grads: dict[str, dict[str, list[torch.Tensor]]], log: _EpochLog) -> None:
@@ -360,18 +510,21 @@ def _apply_combined_gradients(method: Method, state: TrainState, grads, total: t
                 p.grad = g
 
 
-def _time_limit(config: RunConfig, epoch: int, checkpoint_path: Path) -> TimeLimitReached:
-    kept = (f"its checkpoint {checkpoint_path} is kept: run it again to resume"
-            if epoch else "no epoch was trained")
-    return TimeLimitReached(f"time limit: {config.label} seed {config.seed} stopped before epoch {epoch + 1} "
-                            f"of {config.epochs}; {kept}", epochs_done=epoch)
+def _time_limit(config: RunConfig, label: str, epoch: int, checkpoint_path: Path) -> TimeLimitReached:
+    kept = ("its checkpoint is kept: run it again to resume" if epoch else "no epoch was trained")
+    seed = "" if " seeds " in label else f" seed {config.seed}"
+    return TimeLimitReached(f"time limit: {label}{seed} stopped before epoch {epoch + 1} of {config.epochs}; {kept}",
+                            epochs_done=epoch)
 
 
-def _raise_non_finite(losses: dict[str, torch.Tensor], epoch: int, step: int, checkpoint_path: Path):
-    terms = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in losses.items())
+def _raise_non_finite(run: _Run, epoch: int, losses: dict[str, torch.Tensor] | None = None):
+    losses = run.last_losses if losses is None else losses
+    terms = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in (losses or {}).items())
+    checkpoint_path = run.checkpoint_path
     kept = (f"The last good checkpoint (end of epoch {epoch}) is kept at {checkpoint_path}."
             if checkpoint_path.exists() else "No epoch had finished, so there is no checkpoint.")
     raise NonFiniteLossError(
-        f"Non-finite training loss in epoch {epoch + 1} (by step {step}): {terms}. {kept} "
+        f"Non-finite training loss in epoch {epoch + 1} (by step {run.state.step}): {terms} "
+        f"({run.config.label}, seed {run.config.seed}). {kept} "
         "Lower the learning rate, or check the inputs for NaN, then run again to resume."
     )
