@@ -14,7 +14,9 @@ floor of any method that needs them separately. ``ratio`` = loop / bare (1.0 = n
 overhead); ``throughput_vs_plain`` = the method's loop throughput over that of the
 plain method it modifies (one joint loss, or the uniform baseline), the median over the repeats of
 the two measured one after the other in the same repeat (so that a drift of the machine between
-cases does not enter it). Peak memory is the
+cases does not enter it). The case "uniform, 3 seeds stacked" trains three seeds at once
+(``mmlab.training.train_stacked``; samples/s of the three together): its ``throughput_vs_plain`` is
+what stacking gains over one run at a time, its bare loop is one model's. Peak memory is the
 CUDA allocator's peak on a GPU and the process's maximum resident set on a CPU.
 A record with provenance is written to ``results/benchmarks/<device>.json``, after every case
 (``"complete": false`` until the last: a benchmark cut short keeps the cases it measured).
@@ -41,7 +43,7 @@ from mmlab import RunConfig  # noqa: E402
 from mmlab.data.registry import get_dataset  # noqa: E402
 from mmlab.models import build_model  # noqa: E402
 from mmlab.provenance import git_commit  # noqa: E402
-from mmlab.training import pick_device, train  # noqa: E402
+from mmlab.training import pick_device, train, train_stacked  # noqa: E402
 from mmlab.training.batches import ResidentBatches  # noqa: E402
 from mmlab.training.loop import per_loss_encoder_gradients  # noqa: E402
 from mmlab.book import device_slug  # noqa: E402
@@ -62,6 +64,9 @@ CASES = {
     "mmpareto": dict(method="mmpareto"),
     "mmtm": dict(method="mmtm"),
     "greedy": dict(method="greedy"),
+    # three seeds of the uniform baseline trained together (mmlab.training.train_stacked): samples/s
+    # of the three together; its bare loop is one model's, so its ratio is the speed-up over that
+    "uniform, 3 seeds stacked": dict(method="uniform", stack=3),
     # a CREMA-D-shaped epoch (ResNet-18 per modality on 257x188 spectrograms and 3 frames of
     # 224x224, random content, frames cropped on the device), in float32 and with bf16 autocast
     "cremad_shaped uniform": dict(dataset="cremad_shaped", method="uniform"),
@@ -69,7 +74,8 @@ CASES = {
 }
 #: cases too slow for a CPU run by default (a ResNet-18 step on CREMA-D's shapes takes seconds there)
 GPU_ONLY = {"cremad_shaped uniform", "cremad_shaped uniform bf16"}
-PLAIN = {"ogm_ge": "joint", "opm": "joint", "mgda": "uniform", "pcgrad": "uniform", "gradnorm": "uniform",
+PLAIN = {"uniform, 3 seeds stacked": "uniform",
+         "ogm_ge": "joint", "opm": "joint", "mgda": "uniform", "pcgrad": "uniform", "gradnorm": "uniform",
          "metabalance": "uniform", "mmpareto": "uniform", "greedy": "mmtm"}
 # The bare loop trains with the method's plain losses (fused CE, plus the unimodal CEs where the
 # method has heads): for OGM-GE that is one joint loss, for MGDA, PCGrad and MMPareto the uniform
@@ -135,11 +141,15 @@ def bare_loop(config: RunConfig, device, epochs: int = 2) -> float:
     return data.num_samples / seconds
 
 
-def loop_throughput(config: RunConfig, device) -> float:
-    """Samples/s of the second (warm) training epoch of mmlab's loop."""
+def loop_throughput(config: RunConfig, device, stack: int = 1) -> float:
+    """Samples/s of the second (warm) training epoch of mmlab's loop (of ``stack`` seeds together)."""
     with tempfile.TemporaryDirectory() as ckpt:
-        record = train(config, device=device, checkpoint_dir=ckpt, progress=False)
-    return config.train_size / record["history"][-1]["time/train_s"]
+        if stack == 1:
+            record = train(config, device=device, checkpoint_dir=ckpt, progress=False)
+        else:
+            configs = [config.with_(seed=config.seed + k) for k in range(stack)]
+            record = train_stacked(configs, device=device, checkpoint_dir=ckpt, progress=False)[0]
+    return stack * config.train_size / record["history"][-1]["time/train_s"]
 
 
 def main(argv=None) -> int:
@@ -170,6 +180,7 @@ def main(argv=None) -> int:
 
     for name in cases:
         case = dict(CASES[name])
+        stack = case.pop("stack", 1)
         if case.get("dataset") == "cremad_shaped":  # one CREMA-D training epoch: 6,698 clips less validation
             sizes = dict(train_size=args.samples or (6028 if device.type == "cuda" else 64), val_size=64,
                          test_size=64)
@@ -183,7 +194,7 @@ def main(argv=None) -> int:
                         if plain_name else None)
         loops, bares, versus = [], [], []
         for _ in range(args.repeats):  # alternate, so that drifts of the machine hit all alike
-            loops.append(loop_throughput(config, device))
+            loops.append(loop_throughput(config, device, stack))
             bares.append(bare_loop(config, device))
             if plain_config is not None:  # the plain method in the same repeat: a drift-free ratio
                 versus.append(loops[-1] / loop_throughput(plain_config, device))
@@ -191,7 +202,7 @@ def main(argv=None) -> int:
         peak = _peak_memory_mb(device)
         rows.append({"case": name, "method": config.label, "dataset": config.dataset,
                      "precision": config.precision, "samples_per_epoch": config.train_size,
-                     "batch_size": config.batch_size, "repeats": args.repeats,
+                     "batch_size": config.batch_size, "repeats": args.repeats, "stacked_runs": stack,
                      "loop_samples_per_s": round(loop, 1), "bare_samples_per_s": round(bare, 1),
                      "ratio": round(loop / bare, 3), "peak_memory_mb": round(peak, 1)})
         if versus:

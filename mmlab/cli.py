@@ -105,6 +105,9 @@ def _add_sweep_parser(sub) -> None:
     s.add_argument("--data", default=None, help="data folder (default: $MMLAB_DATA, then a download)")
     s.add_argument("--overwrite", action="store_true",
                    help="train every run again and replace its record (unreadable ones too)")
+    s.add_argument("--stack", type=int, default=None, metavar="K",
+                   help="train up to K seeds of each run together in one worker, their encoders as one "
+                   "batched computation (for a GPU, where a small model's step is bound by kernel launches)")
     s.add_argument("--time-limit", type=_parse_duration, default=None, metavar="DURATION",
                    help="stop in time, e.g. 50m, 2h or 900 (seconds): no run starts an epoch it would not "
                    "finish by then; paused runs keep their checkpoints and resume when run again")
@@ -242,7 +245,7 @@ def _sweep(args) -> int:
         try:
             summary = run_sweep(configs, store=store, jobs=args.jobs, device=args.device, backend=args.backend,
                                 overwrite=args.overwrite, data_root=args.data, progress=not args.no_progress,
-                                slurm=slurm, time_limit=args.time_limit)
+                                slurm=slurm, time_limit=args.time_limit, stack=args.stack)
         finally:
             signal.signal(signal.SIGTERM, previous)
     except KeyboardInterrupt:

@@ -45,6 +45,12 @@ the other; ``jobs=N`` starts N worker processes (``spawn``), each with
 so ``--device cuda --jobs 4`` trains four runs on it at once (one GPU: use
 ``CUDA_VISIBLE_DEVICES`` to choose it).
 
+``--stack K`` (``stack=K``) trains up to ``K`` seeds of a run together in one worker
+(:func:`mmlab.training.train_stacked`): their encoders as one batched computation, everything else
+per run, each recorded as its own run (its provenance says ``stacked_runs``). On a GPU, where a
+small model's step is bound by kernel launches, this multiplies what one worker trains; on a CPU
+it gains nothing. Greedy (MMTM: connected encoders) is trained one seed after the other.
+
 ``slurm`` (``pip install mmlab[slurm]``) submits the runs as one SLURM job
 array through `submitit <https://github.com/facebookincubator/submitit>`_; each
 array task calls :func:`run_one`, the function the local backend calls, and
@@ -295,6 +301,80 @@ def run_one(config: RunConfig | Mapping[str, Any], results_root: str | os.PathLi
     return outcome
 
 
+def run_group(configs: Sequence[RunConfig | Mapping[str, Any]], results_root: str | os.PathLike, *,
+              device: str | None = None, data_root: str | None = None, overwrite: bool = False,
+              threads: int | None = None, progress: bool = False,
+              deadline: float | None = None) -> list[dict[str, Any]]:
+    """Record several seeds of one run trained together (:func:`mmlab.training.train_stacked`);
+    one outcome per run, as :func:`run_one` reports it (the wall time is the group's)."""
+    import socket
+
+    from . import training
+    from .results import ResultsStore
+
+    if threads:
+        limit_threads(threads)
+    import torch
+
+    configs = [c if isinstance(c, RunConfig) else RunConfig.from_dict(c) for c in configs]
+    store = ResultsStore(results_root)
+    where = {"host": socket.gethostname(), "pid": os.getpid(), "threads": torch.get_num_threads()}
+    outcomes = {c.key: {**_identity(c), "status": "failed", "test_acc": None, "epochs": None, "resumed": None,
+                        "wall_s": None, "error": None, "traceback": None, **where} for c in configs}
+    start = time.perf_counter()
+    pending = []
+    try:
+        for config in configs:
+            recorded = None if overwrite else store.load(config)
+            if recorded is not None:
+                outcomes[config.key].update(status="skipped", test_acc=recorded["final"].get("test/acc"),
+                                            epochs=recorded["final"].get("epoch"))
+            else:
+                pending.append(config)
+        if pending:
+            records = training.train_stacked(pending, device=device, checkpoint_dir=store.checkpoint_dir,
+                                             data_root=data_root, progress=progress, deadline=deadline)
+            for config, record in zip(pending, records):
+                checkpoint = record.pop("_checkpoint", None)
+                store.save(record, overwrite=overwrite)
+                if checkpoint:
+                    Path(checkpoint).unlink(missing_ok=True)
+                outcomes[config.key].update(status="done", resumed=bool(record["provenance"].get("resumed")),
+                                            test_acc=record["final"].get("test/acc"),
+                                            epochs=record["final"].get("epoch"))
+    except TimeLimitReached as exc:
+        for config in pending:
+            outcomes[config.key].update(status="paused", error=str(exc), epochs=exc.epochs_done)
+    except Exception as exc:  # every run of the group failed with it; the sweep goes on
+        for config in pending:
+            if outcomes[config.key]["status"] != "done":
+                outcomes[config.key]["error"] = f"{type(exc).__name__}: {exc}".splitlines()[0]
+                if not isinstance(exc, _expected_errors()):
+                    outcomes[config.key]["traceback"] = traceback.format_exc()
+    wall = round(time.perf_counter() - start, 2)
+    return [{**outcomes[c.key], "wall_s": wall} for c in configs]
+
+
+def run_unit(configs: Sequence[RunConfig | Mapping[str, Any]], results_root: str | os.PathLike,
+             **kwargs: Any) -> list[dict[str, Any]]:
+    """What one worker does: one run (:func:`run_one`), or a group of seeds (:func:`run_group`)."""
+    if len(configs) == 1:
+        return [run_one(configs[0], results_root, **kwargs)]
+    return run_group(configs, results_root, **kwargs)
+
+
+def stack_groups(configs: Sequence[RunConfig], stack: int) -> list[list[RunConfig]]:
+    """``configs`` in groups of at most ``stack`` that differ in their seed only (first-seen order)."""
+    if stack < 1:
+        raise ValueError(f"stack must be at least 1, got {stack}")
+    if stack == 1:
+        return [[config] for config in configs]  # the plan's own order
+    groups: dict[str, list[RunConfig]] = {}
+    for config in configs:
+        groups.setdefault(config.with_(seed=0).key, []).append(config)
+    return [group[i:i + stack] for group in groups.values() for i in range(0, len(group), stack)]
+
+
 def _failed(config: RunConfig, error: str, status: str = "failed") -> dict[str, Any]:
     return {**_identity(config), "status": status, "error": error}
 
@@ -350,28 +430,34 @@ def expected_cost(config: RunConfig) -> float:
 
 
 def _run_local(todo: Sequence[RunConfig], report: Callable[[dict], None], *, jobs: int,
-               run_kwargs: dict[str, Any]) -> None:
+               run_kwargs: dict[str, Any], stack: int = 1) -> None:
+    units = stack_groups(todo, stack)  # one run each, or up to ``stack`` seeds of a run together
     if jobs == 1:  # in this process: simplest to debug, and a notebook's Ctrl-C stops it cleanly
-        for config in todo:
-            report(run_one(config, **run_kwargs))
+        for unit in units:
+            for outcome in run_unit(unit, **run_kwargs):
+                report(outcome)
         return
     threads = max(1, available_cores() // jobs)
     # unfinished runs first (under a time limit, finishing started work is what keeps records), then
     # the longest first, so that the last runs end together
     checkpoints = _as_store(run_kwargs["results_root"]).checkpoint_dir
-    todo = sorted(todo, key=lambda c: ((checkpoints / f"{c.key}.pt").exists(), expected_cost(c)), reverse=True)
-    pool = ProcessPoolExecutor(max_workers=min(jobs, len(todo)), mp_context=multiprocessing.get_context("spawn"),
+    units = sorted(units, key=lambda unit: (any((checkpoints / f"{c.key}.pt").exists() for c in unit),
+                                            sum(expected_cost(c) for c in unit)), reverse=True)
+    pool = ProcessPoolExecutor(max_workers=min(jobs, len(units)), mp_context=multiprocessing.get_context("spawn"),
                                initializer=_init_worker, initargs=(threads,))
     try:
-        futures = {pool.submit(run_one, config.to_dict(), **run_kwargs): config for config in todo}
+        futures = {pool.submit(run_unit, [c.to_dict() for c in unit], **run_kwargs): unit for unit in units}
         for future in as_completed(futures):
-            config = futures[future]
+            unit = futures[future]
             try:
-                report(future.result())
-            except KeyboardInterrupt:  # that worker alone was interrupted: its checkpoint is kept
-                report(_failed(config, "interrupted (its checkpoint is kept)", "interrupted"))
+                for outcome in future.result():
+                    report(outcome)
+            except KeyboardInterrupt:  # that worker alone was interrupted: its checkpoints are kept
+                for config in unit:
+                    report(_failed(config, "interrupted (its checkpoint is kept)", "interrupted"))
             except BrokenProcessPool as exc:
-                report(_failed(config, f"its worker process died ({exc}); run the sweep again to resume"))
+                for config in unit:
+                    report(_failed(config, f"its worker process died ({exc}); run the sweep again to resume"))
     except BaseException:
         _stop_workers(pool)
         raise
@@ -530,6 +616,7 @@ def run_sweep(
     executor_factory: Callable[[Path, Mapping[str, Any]], Any] | None = None,
     log: Callable[[str], None] | None = None,
     time_limit: float | None = None,
+    stack: int | None = None,
 ):
     """Record every run of ``configs`` that is not recorded yet; return the summary
     DataFrame (one row per run, in order: ``done``, ``failed``, ``skipped``, ...).
@@ -544,7 +631,9 @@ def run_sweep(
     summary and the others go on. ``log`` receives the progress lines (default:
     printed above the progress bar). ``time_limit`` (seconds from now, local backend): runs stop
     at an epoch's end rather than run past it, as ``paused`` with their checkpoints kept (runs not
-    yet started when it is reached are ``paused`` too); run the sweep again to go on.
+    yet started when it is reached are ``paused`` too); run the sweep again to go on. ``stack``
+    (local backend): train up to that many seeds of a run together in one worker
+    (:func:`mmlab.training.train_stacked`: on a GPU, several small models per kernel launch).
     """
     from tqdm.auto import tqdm
 
@@ -554,6 +643,8 @@ def run_sweep(
         raise ValueError(f"jobs must be at least 1, got {jobs}")
     if time_limit is not None and not (time_limit > 0):
         raise ValueError(f"time_limit must be a positive number of seconds, got {time_limit}")
+    if stack is not None and (int(stack) < 1 or (int(stack) > 1 and backend != "local")):
+        raise ValueError(f"stack must be a whole number >= 1 and is for the local backend; got {stack} ({backend})")
     if time_limit is not None and backend != "local":
         raise ValueError("time_limit is for the local backend; on SLURM use --slurm-time (a task that "
                          "reaches it is requeued and resumes)")
@@ -588,7 +679,7 @@ def run_sweep(
                 from .training.device import pick_device
 
                 pick_device(device)  # an unavailable device fails here, not once per run
-            _run_local(todo, report, jobs=int(jobs or 1), run_kwargs=run_kwargs)
+            _run_local(todo, report, jobs=int(jobs or 1), run_kwargs=run_kwargs, stack=int(stack or 1))
         elif todo:
             slurm = slurm or SlurmOptions()
             if jobs is not None:

@@ -23,7 +23,7 @@ def test_bench_training_writes_after_every_case_so_a_cut_short_benchmark_keeps_i
     bench = _load(REPO / "benchmarks" / "bench_training.py", "bench_training")
     monkeypatch.setattr(bench, "bare_loop", lambda config, device: 200.0)
 
-    def loop(config, device):
+    def loop(config, device, stack=1):
         if config.method == "ogm_ge":
             raise KeyboardInterrupt  # the device's time is up during the second case
         return 100.0
@@ -37,7 +37,7 @@ def test_bench_training_writes_after_every_case_so_a_cut_short_benchmark_keeps_i
     assert record["complete"] is False and [r["case"] for r in record["rows"]] == ["joint"]
     assert record["rows"][0]["ratio"] == 0.5
 
-    monkeypatch.setattr(bench, "loop_throughput", lambda config, device: 100.0)
+    monkeypatch.setattr(bench, "loop_throughput", lambda config, device, stack=1: 100.0)
     assert bench.main(argv) == 0
     record = json.loads(out.read_text())
     assert record["complete"] is True and record["rows"][1]["throughput_vs_plain"] == 1.0

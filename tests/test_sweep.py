@@ -378,12 +378,12 @@ def test_parallel_sweeps_start_unfinished_runs_first(results_dir, monkeypatch):
         def __init__(self, *args, **kwargs):
             pass
 
-        def submit(self, fn, config, **kwargs):
-            started.append(config["method"])
+        def submit(self, fn, unit, **kwargs):
+            started.append(unit[0]["method"])
             from concurrent.futures import Future
 
             future = Future()
-            future.set_result({"key": RunConfig.from_dict(config).key, "status": "skipped"})
+            future.set_result([{"key": RunConfig.from_dict(c).key, "status": "skipped"} for c in unit])
             return future
 
         def shutdown(self, wait=True, cancel_futures=False):
@@ -421,3 +421,31 @@ def test_bad_time_limits_are_refused_with_the_format(text, results_dir, capsys):
     err = capsys.readouterr().err
     assert "--time-limit" in err and ("is not a duration: write e.g. 900, 50m or 2h" in err
                                       or "the time limit must be positive" in err)
+
+
+def test_stack_groups_hold_seeds_of_one_run():
+    from mmlab.sweep import stack_groups
+
+    configs = tiny_sweep(methods=["joint", "uniform"], seeds=(0, 1, 2))  # seed-major order
+    groups = stack_groups(configs, 2)
+    assert [[(c.method, c.seed) for c in g] for g in groups] == [
+        [("joint", 0), ("joint", 1)], [("joint", 2)], [("uniform", 0), ("uniform", 1)], [("uniform", 2)]]
+    assert stack_groups(configs, 1) == [[c] for c in configs]
+    with pytest.raises(ValueError, match="at least 1"):
+        stack_groups(configs, 0)
+
+
+def test_cli_stack_trains_seeds_together_and_records_each(results_dir, capsys):
+    argv = ["sweep", "--profile", "smoke", "--method", "joint", "--seed", "0", "1", *TINY_ARGS, "--no-progress",
+            "--stack", "2"]
+    assert main(argv + ["--time-limit", "0.001"]) == 3  # a group pauses as a whole
+    assert "2 runs: 2 paused" in capsys.readouterr().out
+    assert main(argv) == 0
+    assert "2 runs: 2 done" in capsys.readouterr().out
+    records = ResultsStore(results_dir).records(profile="smoke")
+    assert sorted(r["config"]["seed"] for r in records) == [0, 1]
+    assert all(r["provenance"]["stacked_runs"] == 2 for r in records)
+    assert not list(ResultsStore(results_dir).checkpoint_dir.glob("*.pt"))  # removed once recorded
+    assert main(argv) == 0 and "2 runs: 2 recorded, 0 to train" in capsys.readouterr().out
+    assert main(argv[:-2] + ["--stack", "0"]) == 2
+    assert "stack must be a whole number >= 1" in capsys.readouterr().err
