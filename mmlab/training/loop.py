@@ -274,10 +274,11 @@ def _train_runs(configs: list[RunConfig], methods: list[Method] | None, *, devic
     if stack:
         from ..models.stacked import StackedEncoders, stackable
 
-        if len({r.start_epoch for r in runs}) > 1 or not stackable(runs[0].model):
-            return [_train_runs([c], [m], device=device, checkpoint_dir=checkpoint_dir, data_root=data_root,
+        if len({r.start_epoch for r in runs}) > 1 or not stackable(runs[0].model):  # one after the other,
+            # each with a method object of its own (these ones have been set up on the models above)
+            return [_train_runs([c], None, device=device, checkpoint_dir=checkpoint_dir, data_root=data_root,
                                 progress=progress, callbacks=callbacks, deadline=deadline, stack=False)[0]
-                    for c, m in zip(configs, methods)]
+                    for c in configs]
         stacked = StackedEncoders([r.model for r in runs])
 
     def run_eval(run: _Run, split: str) -> dict[str, float]:
