@@ -11,6 +11,18 @@ if "MMLAB_DATA" not in os.environ and SHARED_DATA.is_dir():
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny runs are fastest on one thread, above all on a shared machine (a module asks for it
+    with ``pytestmark = pytest.mark.usefixtures("one_thread")``)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture
 def tiny_config():
     """A CG-MNIST run small enough for a unit test (a second or two on a CPU)."""

@@ -13,15 +13,7 @@ from mmlab.models.stacked import StackedEncoders, stackable
 from mmlab.training import train, train_stacked
 from mmlab.training.checkpoint import load_checkpoint
 
-from conftest import straight_and_resumed  # noqa: F401  (the helper of the resume tests)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny runs are fastest on one thread (conftest)
 
 
 @pytest.fixture

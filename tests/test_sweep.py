@@ -19,6 +19,8 @@ from mmlab.results import ResultsStore, read_record
 from mmlab.sweep import (SlurmOptions, SlurmRun, available_cores, parse_spec, plan_sweep, run_sweep,
                          slurm_minutes, sweep_status)
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny runs are fastest on one thread (conftest)
+
 REPO = Path(__file__).resolve().parent.parent
 TINY = dict(train_size=256, val_size=64, test_size=128, epochs=1, batch_size=32, grad_probe_every=0, lr=0.01)
 TINY_ARGS = [a for k, v in TINY.items() if k != "epochs" for a in ("--set", f"{k}={v}")] + ["--epochs", "1"]
@@ -26,17 +28,6 @@ TINY_ARGS = [a for k, v in TINY.items() if k != "epochs" for a in ("--set", f"{k
 
 def tiny_sweep(methods=("joint",), seeds=(0,), **overrides):
     return plan_sweep(methods=methods, seeds=seeds, profile="smoke", **{**TINY, **overrides})
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny runs are fastest on one thread, above all on a shared machine."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture
