@@ -242,12 +242,15 @@ def _sweep(args) -> int:
             print(_table(status.drop(columns=["key", "path"])))
             return 0
         previous = signal.signal(signal.SIGTERM, _interrupt)
+        # Ctrl-C or `kill -INT` stops it even where it was started with SIGINT ignored (`cmd &` in a script)
+        previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
         try:
             summary = run_sweep(configs, store=store, jobs=args.jobs, device=args.device, backend=args.backend,
                                 overwrite=args.overwrite, data_root=args.data, progress=not args.no_progress,
                                 slurm=slurm, time_limit=args.time_limit, stack=args.stack)
         finally:
             signal.signal(signal.SIGTERM, previous)
+            signal.signal(signal.SIGINT, previous_int)
     except KeyboardInterrupt:
         return 130
     except (UnknownNameError, TypeError, ValueError, DataNotFoundError, DataIntegrityError, ResultsFileError,

@@ -232,6 +232,25 @@ def test_a_stopped_parallel_sweep_keeps_its_checkpoints_and_resumes(results_dir)
         assert len(store.load(c)["history"]) == 4
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_a_background_sweep_stops_on_sigint(results_dir):
+    """``python -m mmlab sweep ... &`` in a script starts with SIGINT ignored; ``kill -INT`` still
+    stops it (one run, in the sweep's own process), with the run's checkpoint kept."""
+    config = tiny_sweep(epochs=6)[0]
+    argv = [sys.executable, "-m", "mmlab", "sweep", "--profile", "smoke", "--method", "joint", "--seed", "0",
+            *TINY_ARGS, "--epochs", "6", "--results", str(results_dir), "--no-progress"]
+    proc = subprocess.Popen(argv, cwd=REPO, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    checkpoint = results_dir / ".checkpoints" / f"{config.key}.pt"
+    deadline = time.monotonic() + 120
+    while not checkpoint.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, (out, err)
+    assert "Interrupted" in out and checkpoint.exists()
+
+
 # -- the SLURM backend, through submitit's own test executors ---------------------------
 def test_slurm_backend_through_submitits_debug_executor(results_dir):
     import submitit
