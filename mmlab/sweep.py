@@ -252,61 +252,27 @@ def _identity(config: RunConfig) -> dict[str, Any]:
             "seed": config.seed, "key": config.key}
 
 
-def run_one(config: RunConfig | Mapping[str, Any], results_root: str | os.PathLike, *,
-            device: str | None = None, data_root: str | None = None, overwrite: bool = False,
-            threads: int | None = None, progress: bool = False,
-            deadline: float | None = None) -> dict[str, Any]:
-    """Record one run of a sweep (``load_or_run`` into ``results_root``) and say how it went.
+def run_one(config: RunConfig | Mapping[str, Any], results_root: str | os.PathLike,
+            **kwargs: Any) -> dict[str, Any]:
+    """Record one run of a sweep: :func:`run_unit` with one config."""
+    return run_unit([config], results_root, **kwargs)[0]
 
-    Returns a dict: the run's identity, ``status`` (``done``, ``skipped`` when it
+
+def run_unit(configs: Sequence[RunConfig | Mapping[str, Any]], results_root: str | os.PathLike, *,
+             device: str | None = None, data_root: str | None = None, overwrite: bool = False,
+             threads: int | None = None, progress: bool = False,
+             deadline: float | None = None) -> list[dict[str, Any]]:
+    """What one worker does: record one run, or several seeds of one run trained together
+    (:func:`mmlab.training.load_or_run_stacked` into ``results_root``), and say how each went.
+
+    Returns one dict per config: the run's identity, ``status`` (``done``, ``skipped`` when it
     was recorded already, ``failed``), ``test_acc``, ``epochs``, ``resumed``,
-    ``wall_s``, ``error`` (one line), ``traceback`` (for unexpected errors), and
+    ``wall_s`` (the unit's), ``error`` (one line), ``traceback`` (for unexpected errors), and
     where it ran (``host``, ``pid``, ``threads``). ``deadline`` (a :func:`time.time` value) may stop
-    the run at an epoch's end: status ``paused``, its checkpoint kept. A failing run is reported,
-    not raised, so a sweep goes on; ``KeyboardInterrupt`` still stops it, and
-    the run's checkpoint is kept for the next sweep to resume from.
+    the runs at an epoch's end: status ``paused``, their checkpoints kept. A failing run is
+    reported, not raised, so a sweep goes on; ``KeyboardInterrupt`` still stops it, and
+    the runs' checkpoints are kept for the next sweep to resume from.
     """
-    import socket
-
-    from . import training
-    from .results import ResultsStore
-
-    if threads:
-        limit_threads(threads)
-    import torch
-
-    config = config if isinstance(config, RunConfig) else RunConfig.from_dict(config)
-    store = ResultsStore(results_root)
-    outcome = {**_identity(config), "status": "failed", "test_acc": None, "epochs": None, "resumed": None,
-               "wall_s": None, "error": None, "traceback": None, "host": socket.gethostname(),
-               "pid": os.getpid(), "threads": torch.get_num_threads()}
-    start = time.perf_counter()
-    try:
-        recorded = None if overwrite else store.load(config)
-        if recorded is not None:
-            record, outcome["status"] = recorded, "skipped"
-        else:
-            record = training.load_or_run(config, store=store, overwrite=overwrite, device=device,
-                                          progress=progress, data_root=data_root, deadline=deadline)
-            outcome["status"] = "done"
-            outcome["resumed"] = bool(record["provenance"].get("resumed"))
-        outcome["test_acc"], outcome["epochs"] = record["final"].get("test/acc"), record["final"].get("epoch")
-    except TimeLimitReached as exc:
-        outcome["status"], outcome["error"], outcome["epochs"] = "paused", str(exc), exc.epochs_done
-    except Exception as exc:  # reported in the sweep's summary; the other runs go on
-        outcome["error"] = f"{type(exc).__name__}: {exc}".splitlines()[0]
-        if not isinstance(exc, _expected_errors()):
-            outcome["traceback"] = traceback.format_exc()
-    outcome["wall_s"] = round(time.perf_counter() - start, 2)
-    return outcome
-
-
-def run_group(configs: Sequence[RunConfig | Mapping[str, Any]], results_root: str | os.PathLike, *,
-              device: str | None = None, data_root: str | None = None, overwrite: bool = False,
-              threads: int | None = None, progress: bool = False,
-              deadline: float | None = None) -> list[dict[str, Any]]:
-    """Record several seeds of one run trained together (:func:`mmlab.training.train_stacked`);
-    one outcome per run, as :func:`run_one` reports it (the wall time is the group's)."""
     import socket
 
     from . import training
@@ -319,48 +285,38 @@ def run_group(configs: Sequence[RunConfig | Mapping[str, Any]], results_root: st
     configs = [c if isinstance(c, RunConfig) else RunConfig.from_dict(c) for c in configs]
     store = ResultsStore(results_root)
     where = {"host": socket.gethostname(), "pid": os.getpid(), "threads": torch.get_num_threads()}
-    outcomes = {c.key: {**_identity(c), "status": "failed", "test_acc": None, "epochs": None, "resumed": None,
-                        "wall_s": None, "error": None, "traceback": None, **where} for c in configs}
+    outcomes = [{**_identity(c), "status": "failed", "test_acc": None, "epochs": None, "resumed": None,
+                 "wall_s": None, "error": None, "traceback": None, **where} for c in configs]
+
+    def note(outcome: dict[str, Any], record: dict[str, Any], status: str) -> None:
+        outcome.update(status=status, test_acc=record["final"].get("test/acc"), epochs=record["final"].get("epoch"))
+        if status == "done":
+            outcome["resumed"] = bool(record["provenance"].get("resumed"))
+
     start = time.perf_counter()
     pending = []
     try:
-        for config in configs:
+        for config, outcome in zip(configs, outcomes):
             recorded = None if overwrite else store.load(config)
             if recorded is not None:
-                outcomes[config.key].update(status="skipped", test_acc=recorded["final"].get("test/acc"),
-                                            epochs=recorded["final"].get("epoch"))
+                note(outcome, recorded, "skipped")
             else:
-                pending.append(config)
-        if pending:
-            records = training.train_stacked(pending, device=device, checkpoint_dir=store.checkpoint_dir,
-                                             data_root=data_root, progress=progress, deadline=deadline)
-            for config, record in zip(pending, records):
-                checkpoint = record.pop("_checkpoint", None)
-                store.save(record, overwrite=overwrite)
-                if checkpoint:
-                    Path(checkpoint).unlink(missing_ok=True)
-                outcomes[config.key].update(status="done", resumed=bool(record["provenance"].get("resumed")),
-                                            test_acc=record["final"].get("test/acc"),
-                                            epochs=record["final"].get("epoch"))
+                pending.append((config, outcome))
+        records = training.load_or_run_stacked([c for c, _ in pending], store=store, overwrite=overwrite,
+                                               device=device, progress=progress, data_root=data_root,
+                                               deadline=deadline)
+        for (_, outcome), record in zip(pending, records):
+            note(outcome, record, "done")
     except TimeLimitReached as exc:
-        for config in pending:
-            outcomes[config.key].update(status="paused", error=str(exc), epochs=exc.epochs_done)
-    except Exception as exc:  # every run of the group failed with it; the sweep goes on
-        for config in pending:
-            if outcomes[config.key]["status"] != "done":
-                outcomes[config.key]["error"] = f"{type(exc).__name__}: {exc}".splitlines()[0]
-                if not isinstance(exc, _expected_errors()):
-                    outcomes[config.key]["traceback"] = traceback.format_exc()
+        for _, outcome in pending:
+            outcome.update(status="paused", error=str(exc), epochs=exc.epochs_done)
+    except Exception as exc:  # reported in the sweep's summary; the other runs go on
+        for _, outcome in pending:
+            outcome["error"] = f"{type(exc).__name__}: {exc}".splitlines()[0]
+            if not isinstance(exc, _expected_errors()):
+                outcome["traceback"] = traceback.format_exc()
     wall = round(time.perf_counter() - start, 2)
-    return [{**outcomes[c.key], "wall_s": wall} for c in configs]
-
-
-def run_unit(configs: Sequence[RunConfig | Mapping[str, Any]], results_root: str | os.PathLike,
-             **kwargs: Any) -> list[dict[str, Any]]:
-    """What one worker does: one run (:func:`run_one`), or a group of seeds (:func:`run_group`)."""
-    if len(configs) == 1:
-        return [run_one(configs[0], results_root, **kwargs)]
-    return run_group(configs, results_root, **kwargs)
+    return [{**outcome, "wall_s": wall} for outcome in outcomes]
 
 
 def stack_groups(configs: Sequence[RunConfig], stack: int) -> list[list[RunConfig]]:

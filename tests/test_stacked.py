@@ -155,3 +155,23 @@ def test_stacked_configs_must_differ_in_their_seed_only(tiny_config, tmp_path):
         train_stacked([tiny_config("joint"), tiny_config("joint", seed=1, lr=0.1)], checkpoint_dir=tmp_path)
     with pytest.raises(ValueError, match="distinct seeds"):
         train_stacked([tiny_config("joint"), tiny_config("joint")], checkpoint_dir=tmp_path)
+
+
+def test_load_or_run_stacked_trains_the_unrecorded_seeds_together_and_stores_each(tiny_config, tmp_path, monkeypatch):
+    import mmlab.training as training
+    from mmlab.results import ResultsStore
+
+    store = ResultsStore(tmp_path / "results")
+    configs = [tiny_config("joint", seed=seed, epochs=1) for seed in (0, 1, 2)]
+    first = training.load_or_run(configs[1], store=store, progress=False)  # seed 1 is recorded already
+    calls = []
+    real = training.train_stacked
+    monkeypatch.setattr(training, "train_stacked", lambda cs, **kw: calls.append([c.seed for c in cs]) or real(cs, **kw))
+    records = training.load_or_run_stacked(configs, store=store, progress=False)
+    assert calls == [[0, 2]]  # the recorded seed is not trained again
+    assert [r["config"]["seed"] for r in records] == [0, 1, 2]
+    assert records[1] == first
+    assert [r["provenance"].get("stacked_runs") for r in records] == [2, None, 2]
+    assert all(store.load(c) == r for c, r in zip(configs, records))  # each stored as its own run
+    assert not list(store.checkpoint_dir.glob("*.pt"))  # checkpoints removed once recorded
+    assert training.load_or_run_stacked(configs, store=store, progress=False) == records and calls == [[0, 2]]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 from ..config import RunConfig
@@ -32,12 +33,41 @@ def load_or_run(config: RunConfig, *, store=None, overwrite: bool = False, devic
         overwrite = record is not None  # only the weights are missing: train it again
     record = train(config, device=device, progress=progress, data_root=data_root,
                    checkpoint_dir=store.checkpoint_dir, deadline=deadline)
+    return _store_record(store, record, overwrite=overwrite,
+                         weights_path=store.weights_path(config) if keep_weights else None)
+
+
+def load_or_run_stacked(configs: Sequence[RunConfig], *, store=None, overwrite: bool = False, device=None,
+                        progress: bool = True, data_root: str | None = None,
+                        deadline: float | None = None) -> list[dict[str, Any]]:
+    """:func:`load_or_run` for several seeds of one run: the stored records of those recorded, and
+    the others trained together (:func:`train_stacked`, chapter 7), each stored as it would be
+    alone. Returns the records in the order of ``configs``."""
+    from ..results import ResultsStore
+
+    store = store if store is not None else ResultsStore()
+    records = {} if overwrite else {config.key: store.load(config) for config in configs}
+    todo = [config for config in configs if records.get(config.key) is None]
+    if len(todo) == 1:  # alone, as load_or_run trains it
+        records[todo[0].key] = load_or_run(todo[0], store=store, overwrite=overwrite, device=device,
+                                           progress=progress, data_root=data_root, deadline=deadline)
+    elif todo:
+        trained = train_stacked(todo, device=device, progress=progress, data_root=data_root,
+                                checkpoint_dir=store.checkpoint_dir, deadline=deadline)
+        for config, record in zip(todo, trained):
+            records[config.key] = _store_record(store, record, overwrite=overwrite)
+    return [records[config.key] for config in configs]
+
+
+def _store_record(store, record: dict[str, Any], *, overwrite: bool, weights_path: Path | None = None):
+    """Write a new record (and, with ``weights_path``, its final weights), then remove the run's
+    checkpoint: only once the record is safely on disk."""
     checkpoint = record.pop("_checkpoint", None)
-    if keep_weights and checkpoint:
+    if weights_path is not None and checkpoint:
         from .checkpoint import load_checkpoint, save_checkpoint
 
-        save_checkpoint(store.weights_path(config), {"config_key": config.key,
-                                                     "model": load_checkpoint(checkpoint, "cpu")["model"]})
+        save_checkpoint(weights_path, {"config_key": record["key"],
+                                       "model": load_checkpoint(checkpoint, "cpu")["model"]})
     store.save(record, overwrite=overwrite)
     if checkpoint:
         Path(checkpoint).unlink(missing_ok=True)
