@@ -39,3 +39,9 @@ class TimeLimitReached(RuntimeError):
     def __init__(self, message: str, epochs_done: int):
         super().__init__(message)
         self.epochs_done = epochs_done
+
+
+class OtherCodeWarning(UserWarning):
+    """A cached ``smoke`` or ``quick`` record was made by other code than the code running now
+    (its ``source_digest`` differs: the library was edited, or updated, since). It is returned as
+    recorded; ``overwrite=True`` (``--overwrite``), or ``make clean``, trains it again."""

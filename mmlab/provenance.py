@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as _dt
+import functools
+import hashlib
 import os
 import platform
 import subprocess
@@ -13,7 +15,21 @@ import torch
 
 from . import __version__
 
-_REPO = Path(__file__).resolve().parent.parent
+_PACKAGE = Path(__file__).resolve().parent
+_REPO = _PACKAGE.parent
+
+
+@functools.lru_cache(maxsize=None)
+def source_digest(package: Path = _PACKAGE) -> str:
+    """A fingerprint of the code: the first 16 hex digits of the sha256 of every ``.py`` file of
+    the package (its path and its content). Unlike the commit it needs no git (a copy of the tree
+    on a remote machine, an install from PyPI) and it sees uncommitted edits: a cached record whose
+    digest differs from this process's was made by other code (:func:`mmlab.training.load_or_run`
+    says so). Computed once per process, when first asked (training asks as it starts)."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(package).rglob("*.py")):
+        digest.update(path.relative_to(package).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
 
 
 def git_commit() -> tuple[str | None, bool | None]:
@@ -39,16 +55,19 @@ def git_commit() -> tuple[str | None, bool | None]:
 
 def provenance(*, device: str, wall_time_s: float, resumed: bool = False,
                code_version: tuple[str | None, bool | None] | None = None,
-               earlier_commits: list[str | None] | None = None) -> dict[str, Any]:
+               earlier_commits: list[str | None] | None = None,
+               source: str | None = None) -> dict[str, Any]:
     """The provenance of a record. ``code_version`` is :func:`git_commit` taken when training
     started (a run may take hours, and the checkout can move on meanwhile; the imported code does
     not); without it, the checkout's state now. ``earlier_commits``: the commits of the sessions
-    a resumed run continued, where any differs from this one."""
+    a resumed run continued, where any differs from this one. ``source``: :func:`source_digest`
+    when training started (default: now)."""
     commit, dirty = code_version if code_version is not None else git_commit()
     out = {
         "mmlab_version": __version__,
         "git_commit": commit,
         "git_dirty": dirty,  # uncommitted changes under mmlab/ when the run (or its last part) started
+        "source_digest": source or source_digest(),
         "device": device,
         "torch_version": torch.__version__,
         "python_version": platform.python_version(),

@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import Any, Iterable
 
 from .config import RunConfig
-from .errors import ResultsFileError
+from .errors import OtherCodeWarning, ResultsFileError
 from .io import atomic_write_bytes
 
 SCHEMA_VERSION = 1
@@ -34,6 +35,25 @@ def default_results_root() -> Path:
         if (folder / "_toc.yml").exists() and (folder / "mmlab").is_dir():
             return folder / "results"
     return Path.cwd() / "mmlab-results"
+
+
+def warn_if_other_code(record: dict[str, Any]) -> None:
+    """Warn (:class:`~mmlab.errors.OtherCodeWarning`) when a cached record of a ``smoke`` or
+    ``quick`` run was made by other code than this process's: after an edit of the library (an
+    exercise, say), its numbers need not be what the code now computes. ``full`` records are the
+    reproduction's, kept across versions on purpose (each names its commit); records older than
+    the digest are not judged."""
+    provenance = record.get("provenance", {})
+    made_by = provenance.get("source_digest")
+    if made_by is None or provenance.get("profile") == "full":
+        return
+    from .provenance import source_digest
+
+    if made_by != source_digest():
+        warnings.warn(f"the cached record of {record.get('label')} (seed {provenance.get('seed')}, profile "
+                      f"{provenance.get('profile')}) was made by other code than this (source {made_by}, now "
+                      f"{source_digest()}); it is shown as recorded. Train it again with overwrite=True "
+                      "(--overwrite), or remove the local records with `make clean`.", OtherCodeWarning, stacklevel=3)
 
 
 def make_record(config: RunConfig, history: list[dict], splits: dict, provenance: dict,

@@ -118,3 +118,58 @@ def test_checkpoints_go_where_MMLAB_CHECKPOINTS_says(tmp_path, monkeypatch):
     (tmp_path / "elsewhere").mkdir()
     (tmp_path / "elsewhere" / f"{config.key}.pt").write_bytes(b"")
     assert sweep_status([config], store)["status"].tolist() == ["resume"]
+
+
+def test_source_digest_sees_every_edit_of_the_package(tmp_path):
+    from mmlab.provenance import source_digest
+
+    package = tmp_path / "pkg"
+    (package / "sub").mkdir(parents=True)
+    (package / "a.py").write_text("x = 1\n")
+    (package / "sub" / "b.py").write_text("y = 2\n")
+    (package / "notes.txt").write_text("not code")
+    first = source_digest(package)
+    source_digest.cache_clear()
+    assert source_digest(package) == first  # the same files, the same digest
+    (package / "notes.txt").write_text("still not code")
+    source_digest.cache_clear()
+    assert source_digest(package) == first
+    (package / "sub" / "b.py").write_text("y = 3\n")
+    source_digest.cache_clear()
+    edited = source_digest(package)
+    (package / "sub" / "b.py").rename(package / "b.py")  # same content, another path
+    source_digest.cache_clear()
+    assert len({first, edited, source_digest(package)}) == 3
+    source_digest.cache_clear()
+
+
+def test_a_cached_record_made_by_other_code_is_returned_with_a_warning(tiny_config, results_dir, monkeypatch):
+    import warnings
+
+    from mmlab.errors import OtherCodeWarning
+    from mmlab.provenance import source_digest
+
+    config = tiny_config("joint", epochs=1)
+    record = load_or_run(config, progress=False)
+    assert record["provenance"]["source_digest"] == source_digest()  # the code that trained it
+    store = ResultsStore()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", OtherCodeWarning)
+        load_or_run(config, progress=False)  # the same code: no warning
+    monkeypatch.setattr(training, "train", lambda *a, **k: pytest.fail("trained again"))
+
+    def stored_with(**provenance):
+        store.save({**record, "provenance": {**record["provenance"], **provenance}}, overwrite=True)
+
+    stored_with(source_digest="0123456789abcdef")
+    with pytest.warns(OtherCodeWarning, match=r"joint \(seed 0, profile smoke\).*other code.*overwrite=True"):
+        again = load_or_run(config, progress=False)
+    assert again["history"] == json.loads(json.dumps(record["history"]))  # returned as recorded
+    with pytest.warns(OtherCodeWarning):
+        training.load_or_run_stacked([config], progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", OtherCodeWarning)
+        stored_with(source_digest="0123456789abcdef", profile="full")  # a reproduction record: kept as is
+        load_or_run(config, progress=False)
+        stored_with(source_digest=None)  # made before records had a digest: not judged
+        load_or_run(config, progress=False)

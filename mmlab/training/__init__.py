@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from ..config import RunConfig
@@ -23,12 +23,13 @@ def load_or_run(config: RunConfig, *, store=None, overwrite: bool = False, devic
     a stored record whose weights were not kept is then trained again. ``deadline``: as for
     :func:`train` (the run may stop early with :class:`~mmlab.errors.TimeLimitReached`).
     """
-    from ..results import ResultsStore
+    from ..results import ResultsStore, warn_if_other_code
 
     store = store if store is not None else ResultsStore()
     if not overwrite:
         record = store.load(config)
         if record is not None and (not keep_weights or store.weights_path(config).exists()):
+            warn_if_other_code(record)
             return record
         overwrite = record is not None  # only the weights are missing: train it again
     record = train(config, device=device, progress=progress, data_root=data_root,
@@ -43,10 +44,13 @@ def load_or_run_stacked(configs: Sequence[RunConfig], *, store=None, overwrite: 
     """:func:`load_or_run` for several seeds of one run: the stored records of those recorded, and
     the others trained together (:func:`train_stacked`, chapter 7), each stored as it would be
     alone. Returns the records in the order of ``configs``."""
-    from ..results import ResultsStore
+    from ..results import ResultsStore, warn_if_other_code
 
     store = store if store is not None else ResultsStore()
     records = {} if overwrite else {config.key: store.load(config) for config in configs}
+    for record in records.values():
+        if record is not None:
+            warn_if_other_code(record)
     todo = [config for config in configs if records.get(config.key) is None]
     if len(todo) == 1:  # alone, as load_or_run trains it
         records[todo[0].key] = load_or_run(todo[0], store=store, overwrite=overwrite, device=device,

@@ -243,11 +243,12 @@ class _Run:
 
 def _train_runs(configs: list[RunConfig], methods: list[Method] | None, *, device, checkpoint_dir, data_root,
                 progress: bool, callbacks, deadline: float | None, stack: bool) -> list[dict[str, Any]]:
-    from ..provenance import git_commit
+    from ..provenance import git_commit, source_digest
 
     for config in configs:
         config.validate()
     code_version = git_commit()  # the code this process imported, before the checkout can move on
+    source = source_digest()
     first = configs[0]
     spec = get_dataset(first.dataset)
     methods = methods or [build_method(c.method, list(spec.modalities), **c.method_options) for c in configs]
@@ -352,7 +353,8 @@ def _train_runs(configs: list[RunConfig], methods: list[Method] | None, *, devic
     records = []
     for run in runs:
         prov = provenance(device=describe_device(device), wall_time_s=run.wall_before + time.perf_counter() - t_start,
-                          resumed=run.resumed, code_version=code_version, earlier_commits=run.earlier_commits)
+                          resumed=run.resumed, code_version=code_version, earlier_commits=run.earlier_commits,
+                          source=source)
         if stacked is not None:
             prov["stacked_runs"] = len(runs)  # trained together: the wall time is the group's
         records.append(make_record(run.config, run.history, splits, prov, checkpoint_path=run.checkpoint_path))
