@@ -15,7 +15,7 @@ Importing :mod:`mmlab` is light: plotting and widget modules load on demand.
 
 __version__ = "0.1.0"
 
-from .errors import NonFiniteLossError, ResultsFileError, UnknownNameError  # noqa: F401
+from .errors import NonFiniteLossError, OtherCodeWarning, ResultsFileError, UnknownNameError  # noqa: F401
 from .profiles import PROFILES, Profile, get_profile, resolve_profile  # noqa: F401
 from .config import RunConfig  # noqa: F401
 
