@@ -6,20 +6,25 @@ import json
 from pathlib import Path
 from typing import Any
 
-#: what ``results/benchmarks/`` holds: throughput records (``<device>.json``, rows per case, from
-#: benchmarks/bench_training.py) and whole-table timings (``table-<profile>-<device>.json``,
-#: from benchmarks/bench_table.py)
-BENCHMARK_KINDS = ("throughput", "table")
+#: what ``results/benchmarks/`` holds, told apart by the file name's prefix: throughput records
+#: (``<device>.json``, rows per case, from benchmarks/bench_training.py), whole-table timings
+#: (``table-<profile>-<device>.json``, from benchmarks/bench_table.py) and the CUDA-graph probe
+#: (``cuda-graph-<device>.json``, from benchmarks/bench_cuda_graph.py)
+BENCHMARK_KINDS = {"throughput": "", "table": "table-", "graph": "cuda-graph-"}
+
+
+def _benchmark_kind(name: str) -> str:
+    return next((kind for kind, prefix in BENCHMARK_KINDS.items() if prefix and name.startswith(prefix)),
+                "throughput")
 
 
 def benchmark_records(folder: str | Path, kind: str) -> list[tuple[Path, dict]]:
     """``(path, record)`` of every benchmark record of ``kind`` in ``folder``, sorted by name."""
     if kind not in BENCHMARK_KINDS:
-        raise ValueError(f"kind must be one of {BENCHMARK_KINDS}, got {kind!r}")
+        raise ValueError(f"kind must be one of {tuple(BENCHMARK_KINDS)}, got {kind!r}")
     folder = Path(folder)
     paths = sorted(folder.glob("*.json")) if folder.is_dir() else []
-    wanted = [p for p in paths if p.name.startswith("table-") == (kind == "table")]
-    return [(p, json.loads(p.read_text())) for p in wanted]
+    return [(p, json.loads(p.read_text())) for p in paths if _benchmark_kind(p.name) == kind]
 
 
 def device_slug(device) -> str:

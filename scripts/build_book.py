@@ -294,7 +294,28 @@ def benchmarks_page() -> str:
         lines.append(f"Each figure is the median of {', '.join(map(str, sorted(repeats)))} alternating measurement(s).")
         lines.append("")
     lines += table_section(benchmark_records(BENCHMARKS, "table"))
+    lines += graph_section(benchmark_records(BENCHMARKS, "graph"))
     return "\n".join(lines)
+
+
+def graph_section(records: list[tuple[Path, dict]]) -> list[str]:
+    """The records of `benchmarks/bench_cuda_graph.py`: what a captured step would gain on a GPU."""
+    lines = ["## A step captured in a CUDA graph", "",
+             "On a GPU a CG-MNIST step at batch 64 is bound by kernel launches. `python benchmarks/bench_cuda_graph.py`",
+             "times the bare uniform and MMPareto steps run eagerly and replayed from one CUDA graph (records",
+             "`results/benchmarks/cuda-graph-*.json`): the ceiling of what capturing the loop would gain. The",
+             "loop itself is not captured.", ""]
+    if not records:
+        return lines + ["No record of it is in `results/benchmarks/` yet (it needs a GPU).", ""]
+    lines += ["| device | case | samples / epoch | eager (samples/s) | graph (samples/s) | graph / eager | commit |",
+              "| --- | --- | ---: | ---: | ---: | ---: | --- |"]
+    for _, rec in records:
+        commit = (rec.get("git_commit") or "unknown")[:10] + (" (dirty)" if rec.get("git_dirty") else "")
+        for row in rec["rows"]:
+            lines.append(f"| {rec['device']} | {row['case']} | {row['samples_per_epoch']} | "
+                         f"{row['eager_samples_per_s']:.0f} | {row['graph_samples_per_s']:.0f} | "
+                         f"{row['graph_vs_eager']:.2f} | `{commit}` |")
+    return lines + [""]
 
 
 def table_section(records: list[tuple[Path, dict]]) -> list[str]:

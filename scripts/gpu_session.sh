@@ -3,11 +3,13 @@
 # CG-MNIST table as fits, in a part that the next session resumes (scripts/remote_sweep.sh).
 #
 #   here:  scripts/remote_sweep.sh prepare cgmnist        # data + unfinished checkpoints -> .remote/
-#   there: OUT=/out scripts/gpu_session.sh [BENCH_SECONDS] [SWEEP_LIMIT] [JOBS] [STACK]  (defaults 150 6m 8 3)
+#   there: OUT=/out scripts/gpu_session.sh [BENCH_SECONDS] [SWEEP_LIMIT] [JOBS] [STACK] [GRAPH_SECONDS]
+#          (defaults 150 6m 8 3 60)
 #   here:  scripts/remote_sweep.sh collect FOLDER; cp FOLDER/benchmarks/*.json results/benchmarks/
 #
 # The benchmark runs alone on the GPU first (8,192-sample epochs, two repeats; it writes its record
-# after every case, so a cut-short one keeps what it measured), then the sweep shares the GPU
+# after every case, so a cut-short one keeps what it measured), then the CUDA-graph probe
+# (benchmarks/bench_cuda_graph.py: what capturing the step would gain), then the sweep shares the GPU
 # among JOBS workers, each training STACK seeds of a run together (sweep --stack), stopping at epoch
 # ends before SWEEP_LIMIT. 8 x 3 = 24 runs in flight: their checkpoints (about 1.8 MB each) and the
 # MNIST files (11 MB) stay under a 64 MB transfer limit for the next part; all 36 would not.
@@ -17,6 +19,7 @@ bench_seconds="${1:-150}"
 limit="${2:-6m}"
 jobs="${3:-8}"
 stack="${4:-3}"
+graph_seconds="${5:-60}"
 : "${OUT:?set OUT to the folder that comes back}"
 [[ -f .remote/commit ]] || { echo "no .remote/: run scripts/remote_sweep.sh prepare cgmnist first" >&2; exit 2; }
 python="${PYTHON:-python3}"
@@ -29,6 +32,11 @@ nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1 || true
   slug="$("$python" -c 'from mmlab.book import device_slug; from mmlab.training import pick_device; print(device_slug(pick_device("'"$device"'")))')"
   timeout --signal=INT "$bench_seconds" "$python" benchmarks/bench_training.py --device "$device" --samples 8192 \
     --repeats 2 --out "$OUT/benchmarks/$slug.json" 2>&1 | tee "$OUT/bench.log" || echo "benchmark stopped at ${bench_seconds} s"
+  if [[ "$device" == cuda* ]]; then
+    timeout --signal=INT "$graph_seconds" "$python" benchmarks/bench_cuda_graph.py --device "$device" --samples 8192 \
+      --repeats 2 --out "$OUT/benchmarks/cuda-graph-$slug.json" 2>&1 | tee "$OUT/graph.log" \
+      || echo "CUDA-graph probe stopped or failed (see graph.log)"
+  fi
 )
 rm -rf "$OUT/bench-checkpoints"
 OUT="$OUT" scripts/remote_sweep.sh run "$limit" --plan --dataset cgmnist --profile full --device "$device" --jobs "$jobs" \

@@ -72,6 +72,14 @@ def test_benchmark_page_shows_throughput_and_table_records(tmp_path, monkeypatch
     page = build_book.benchmarks_page()
     assert "| uniform | 4096 | 64 | 1234 |" in page
     assert "| quick | cgmnist, avdigits | 24 | cpu | 2 | 2 | 27.2 | yes | `def` |" in page
+    assert "No record of it is in `results/benchmarks/` yet (it needs a GPU)" in page
+    (tmp_path / "cuda-graph-cuda-H200.json").write_text(json.dumps({
+        "device": "cuda (H200)", "git_commit": "0123456789abc", "git_dirty": False, "rows": [
+            {"case": "mmpareto", "samples_per_epoch": 8192, "eager_samples_per_s": 9000.4,
+             "graph_samples_per_s": 45000.0, "graph_vs_eager": 5.0}]}))
+    page = build_book.benchmarks_page()
+    assert "| cuda (H200) | mmpareto | 8192 | 9000 | 45000 | 5.00 | `0123456789` |" in page
+    assert "| uniform | 4096 | 64 | 1234 |" in page  # the probe's record is not read as a throughput record
 
 
 def test_benchmark_records_are_told_apart_by_kind(tmp_path):
@@ -81,8 +89,25 @@ def test_benchmark_records_are_told_apart_by_kind(tmp_path):
 
     (tmp_path / "cpu.json").write_text(json.dumps({"rows": []}))
     (tmp_path / "table-quick-cpu.json").write_text(json.dumps({"runs": 24}))
+    (tmp_path / "cuda-graph-cuda-H200.json").write_text(json.dumps({"rows": [1]}))
     assert [p.name for p, _ in benchmark_records(tmp_path, "throughput")] == ["cpu.json"]
     assert [r["runs"] for _, r in benchmark_records(tmp_path, "table")] == [24]
+    assert [p.name for p, _ in benchmark_records(tmp_path, "graph")] == ["cuda-graph-cuda-H200.json"]
     assert benchmark_records(tmp_path / "missing", "table") == []
     with pytest.raises(ValueError, match="kind"):
         benchmark_records(tmp_path, "other")
+
+
+def test_cuda_graph_probe_refuses_a_cpu_and_its_step_trains(tmp_path, capsys):
+    import torch
+
+    bench = _load(REPO / "benchmarks" / "bench_cuda_graph.py", "bench_cuda_graph")
+    assert bench.main(["--device", "cpu", "--out", str(tmp_path / "x.json")]) == 2
+    assert "needs a CUDA device" in capsys.readouterr().err and not (tmp_path / "x.json").exists()
+    for case in bench.CASES:  # the step that would be captured: it trains, on any device
+        config, data, model, optimizer = bench._setup(case, 256, torch.device("cpu"))
+        before = [p.detach().clone() for p in model.parameters()]
+        step = bench.make_step(model, optimizer, case)
+        losses = [step(x, y) for x, y in bench._full_batches(data, 0, config.batch_size)]
+        assert len(losses) == 256 // config.batch_size and all(torch.isfinite(loss) for loss in losses)
+        assert all(not torch.equal(a, b) for a, b in zip(before, model.parameters()) if b.requires_grad)
