@@ -49,7 +49,7 @@ so ``--device cuda --jobs 4`` trains four runs on it at once (one GPU: use
 (:func:`mmlab.training.train_stacked`): their encoders as one batched computation, everything else
 per run, each recorded as its own run (its provenance says ``stacked_runs``). On a GPU, where a
 small model's step is bound by kernel launches, this multiplies what one worker trains; on a CPU
-it gains nothing. Greedy (MMTM: connected encoders) is trained one seed after the other.
+it is slower than one seed at a time (the sweep says so). Greedy (MMTM: connected encoders) is trained one seed after the other.
 
 ``slurm`` (``pip install mmlab[slurm]``) submits the runs as one SLURM job
 array through `submitit <https://github.com/facebookincubator/submitit>`_; each
@@ -609,6 +609,12 @@ def run_sweep(
     status = sweep_status(configs, store, overwrite=overwrite)  # raises on an unreadable record
     log = log or (lambda text: tqdm.write(text, file=sys.stdout))
     log(describe_status(status))
+    if stack is not None and int(stack) > 1:
+        from .training import pick_device
+
+        if pick_device(device).type == "cpu":
+            log("note: --stack on a CPU trains slower than one seed at a time (the CPU benchmark record, case "
+                "'uniform, 3 seeds stacked'); it is meant for a GPU, where a step is bound by kernel launches")
     todo = [c for c, s in zip(configs, status["status"]) if s != "recorded"]
     bar = tqdm(total=len(todo), unit="run", desc="sweep", disable=not progress or not todo, file=sys.stderr)
     outcomes: dict[str, dict[str, Any]] = {

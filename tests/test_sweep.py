@@ -447,9 +447,10 @@ def test_stack_groups_hold_seeds_of_one_run():
 
 def test_cli_stack_trains_seeds_together_and_records_each(results_dir, capsys):
     argv = ["sweep", "--profile", "smoke", "--method", "joint", "--seed", "0", "1", *TINY_ARGS, "--no-progress",
-            "--stack", "2"]
+            "--device", "cpu", "--stack", "2"]
     assert main(argv + ["--time-limit", "0.001"]) == 3  # a group pauses as a whole
-    assert "2 runs: 2 paused" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "2 runs: 2 paused" in out and "--stack on a CPU trains slower" in out
     assert main(argv) == 0
     assert "2 runs: 2 done" in capsys.readouterr().out
     records = ResultsStore(results_dir).records(profile="smoke")
