@@ -93,20 +93,28 @@ def _full_batches(data, epoch: int, batch_size: int):
     return [(x, y) for x, y in data.epoch(epoch) if len(y) == batch_size]
 
 
+def _last_epoch_throughput(data, batch_size: int, device, epochs: int, train_batch) -> float:
+    """Samples/s of ``train_batch(inputs, labels)`` over the full batches of the last of ``epochs`` epochs."""
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    seconds, done = 0.0, 0
+    for epoch in range(epochs):
+        batches = _full_batches(data, epoch, batch_size)
+        sync()
+        t0 = time.perf_counter()
+        for inputs, labels in batches:
+            train_batch(inputs, labels)
+        sync()
+        seconds, done = time.perf_counter() - t0, len(batches) * batch_size
+    return done / seconds
+
+
 def eager_throughput(case: str, samples: int, device, epochs: int = 2) -> float:
     """Samples/s of the eager bare step, on the full batches of the last of ``epochs`` epochs."""
     config, data, model, optimizer = _setup(case, samples, device)
-    step = make_step(model, optimizer, case)
-    seconds, done = 0.0, 0
-    for epoch in range(epochs):
-        batches = _full_batches(data, epoch, config.batch_size)
-        torch.cuda.synchronize(device)
-        t0 = time.perf_counter()
-        for inputs, labels in batches:
-            step(inputs, labels)
-        torch.cuda.synchronize(device)
-        seconds, done = time.perf_counter() - t0, len(batches) * config.batch_size
-    return done / seconds
+    return _last_epoch_throughput(data, config.batch_size, device, epochs, make_step(model, optimizer, case))
 
 
 def graph_throughput(case: str, samples: int, device, epochs: int = 2, warmup_steps: int = 3) -> float:
@@ -127,21 +135,17 @@ def graph_throughput(case: str, samples: int, device, epochs: int = 2, warmup_st
     optimizer.zero_grad(set_to_none=True)
     with torch.cuda.graph(graph):
         static_loss = step(static_inputs, static_labels)
-    seconds, done = 0.0, 0
-    for epoch in range(epochs):
-        batches = _full_batches(data, epoch, config.batch_size)
-        torch.cuda.synchronize(device)
-        t0 = time.perf_counter()
-        for inputs, labels in batches:
-            for m, x in inputs.items():
-                static_inputs[m].copy_(x)
-            static_labels.copy_(labels)
-            graph.replay()
-        torch.cuda.synchronize(device)
-        seconds, done = time.perf_counter() - t0, len(batches) * config.batch_size
+
+    def replay(inputs, labels):
+        for m, x in inputs.items():
+            static_inputs[m].copy_(x)
+        static_labels.copy_(labels)
+        graph.replay()
+
+    throughput = _last_epoch_throughput(data, config.batch_size, device, epochs, replay)
     if not torch.isfinite(static_loss):
         raise FloatingPointError(f"{case}: the replayed step's loss is {static_loss.item()}")
-    return done / seconds
+    return throughput
 
 
 def main(argv=None) -> int:

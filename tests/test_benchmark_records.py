@@ -111,3 +111,4 @@ def test_cuda_graph_probe_refuses_a_cpu_and_its_step_trains(tmp_path, capsys):
         losses = [step(x, y) for x, y in bench._full_batches(data, 0, config.batch_size)]
         assert len(losses) == 256 // config.batch_size and all(torch.isfinite(loss) for loss in losses)
         assert all(not torch.equal(a, b) for a, b in zip(before, model.parameters()) if b.requires_grad)
+    assert bench.eager_throughput("mmpareto", 256, torch.device("cpu")) > 0  # the eager timing runs anywhere
