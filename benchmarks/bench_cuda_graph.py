@@ -18,7 +18,6 @@ to ``results/benchmarks/cuda-graph-<device>.json`` after every case.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -31,15 +30,13 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from mmlab import RunConfig  # noqa: E402
-from mmlab.book import device_slug  # noqa: E402
+from mmlab.book import device_slug, write_benchmark_record  # noqa: E402
 from mmlab.data.registry import get_dataset  # noqa: E402
-from mmlab.io import atomic_write_bytes  # noqa: E402
 from mmlab.methods.gradient_integration import mmpareto_direction  # noqa: E402
 from mmlab.models import build_model  # noqa: E402
 from mmlab.provenance import git_commit  # noqa: E402
 from mmlab.training import pick_device  # noqa: E402
 from mmlab.training.batches import ResidentBatches  # noqa: E402
-from mmlab.training.device import describe_device  # noqa: E402
 from mmlab.training.loop import per_loss_encoder_gradients  # noqa: E402
 
 CASES = ("uniform", "mmpareto")
@@ -164,13 +161,11 @@ def main(argv=None) -> int:
     torch.backends.cudnn.benchmark = True  # as mmlab's loop on a GPU
     rows = []
 
+    code_version = git_commit()  # the code this benchmark imported
+
     def write(complete: bool) -> None:
-        commit, dirty = git_commit()
-        record = {"what": "the bare uniform and MMPareto steps, eager and replayed from a CUDA graph",
-                  "device": describe_device(device), "torch_version": torch.__version__, "git_commit": commit,
-                  "git_dirty": dirty, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                  "complete": complete, "rows": rows}
-        atomic_write_bytes(out, (json.dumps(record, indent=1) + "\n").encode())
+        write_benchmark_record(out, device, rows, complete=complete, code_version=code_version,
+                               what="the bare uniform and MMPareto steps, eager and replayed from a CUDA graph")
 
     for case in args.cases:
         eager, graphed = [], []

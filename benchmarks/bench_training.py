@@ -25,7 +25,6 @@ A record with provenance is written to ``results/benchmarks/<device>.json``, aft
 from __future__ import annotations
 
 import argparse
-import json
 import resource
 import statistics
 import sys
@@ -46,9 +45,7 @@ from mmlab.provenance import git_commit  # noqa: E402
 from mmlab.training import pick_device, train, train_stacked  # noqa: E402
 from mmlab.training.batches import ResidentBatches  # noqa: E402
 from mmlab.training.loop import per_loss_encoder_gradients  # noqa: E402
-from mmlab.book import device_slug  # noqa: E402
-from mmlab.io import atomic_write_bytes  # noqa: E402
-from mmlab.training.device import describe_device  # noqa: E402
+from mmlab.book import device_slug, write_benchmark_record  # noqa: E402
 
 CASES = {
     "joint": dict(method="joint"),
@@ -170,13 +167,10 @@ def main(argv=None) -> int:
     slug = device_slug(device)
     out = Path(args.out) if args.out else REPO / "results" / "benchmarks" / f"{slug}.json"
 
+    code_version = git_commit()  # the code this benchmark imported
+
     def write(complete: bool) -> None:  # after every case: a benchmark cut short keeps what it measured
-        commit, dirty = git_commit()
-        result = {"device": describe_device(device), "torch_version": torch.__version__,
-                  "threads": torch.get_num_threads(), "git_commit": commit, "git_dirty": dirty,
-                  "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "complete": complete,
-                  "rows": rows}
-        atomic_write_bytes(out, (json.dumps(result, indent=1) + "\n").encode())
+        write_benchmark_record(out, device, rows, complete=complete, code_version=code_version)
 
     for name in cases:
         case = dict(CASES[name])

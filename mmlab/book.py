@@ -27,6 +27,25 @@ def benchmark_records(folder: str | Path, kind: str) -> list[tuple[Path, dict]]:
     return [(p, json.loads(p.read_text())) for p in paths if _benchmark_kind(p.name) == kind]
 
 
+def write_benchmark_record(path: str | Path, device, rows: list[dict], *, complete: bool,
+                           code_version: tuple[str | None, bool | None], **fields: Any) -> None:
+    """Write a per-case benchmark record (``fields``, then the machine, the code, ``complete`` and
+    ``rows``) atomically: the benchmarks call it after every case, so one cut short keeps its cases.
+    ``code_version`` is :func:`mmlab.provenance.git_commit` taken when the benchmark started."""
+    import time
+
+    import torch
+
+    from .io import atomic_write_bytes
+    from .training.device import describe_device
+
+    commit, dirty = code_version
+    record = {**fields, "device": describe_device(device), "torch_version": torch.__version__,
+              "threads": torch.get_num_threads(), "git_commit": commit, "git_dirty": dirty,
+              "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "complete": complete, "rows": rows}
+    atomic_write_bytes(Path(path), (json.dumps(record, indent=1) + "\n").encode())
+
+
 def device_slug(device) -> str:
     """The device part of a benchmark record's file name: ``cpu``, or ``cuda-<GPU name>``."""
     if device.type != "cuda":

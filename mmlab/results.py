@@ -49,10 +49,11 @@ def warn_if_other_code(record: dict[str, Any]) -> None:
         return
     from .provenance import source_digest
 
-    if made_by != source_digest():
+    now = source_digest()
+    if made_by != now:
         warnings.warn(f"the cached record of {record.get('label')} (seed {provenance.get('seed')}, profile "
                       f"{provenance.get('profile')}) was made by other code than this (source {made_by}, now "
-                      f"{source_digest()}); it is shown as recorded. Train it again with overwrite=True "
+                      f"{now}); it is shown as recorded. Train it again with overwrite=True "
                       "(--overwrite), or remove the local records with `make clean`.", OtherCodeWarning, stacklevel=3)
 
 

@@ -49,7 +49,8 @@ so ``--device cuda --jobs 4`` trains four runs on it at once (one GPU: use
 (:func:`mmlab.training.train_stacked`): their encoders as one batched computation, everything else
 per run, each recorded as its own run (its provenance says ``stacked_runs``). On a GPU, where a
 small model's step is bound by kernel launches, this multiplies what one worker trains; on a CPU
-it is slower than one seed at a time (the sweep says so). Greedy (MMTM: connected encoders) is trained one seed after the other.
+it is slower than one seed at a time (the sweep says so). Greedy (MMTM: connected encoders) is
+trained one seed after the other.
 
 ``slurm`` (``pip install mmlab[slurm]``) submits the runs as one SLURM job
 array through `submitit <https://github.com/facebookincubator/submitit>`_; each
