@@ -239,7 +239,8 @@ def _sweep(args) -> int:
         if args.dry_run:
             status = sweep_status(configs, store, overwrite=args.overwrite)
             print(describe_status(status))
-            print(_table(status.drop(columns=["key", "path"])))
+            hidden = ["key", "path"] + ([] if (status["code"] == "other").any() else ["code"])
+            print(_table(status.drop(columns=hidden)))
             return 0
         previous = signal.signal(signal.SIGTERM, _interrupt)
         # Ctrl-C or `kill -INT` stops it even where it was started with SIGINT ignored (`cmd &` in a script)

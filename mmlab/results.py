@@ -37,23 +37,32 @@ def default_results_root() -> Path:
     return Path.cwd() / "mmlab-results"
 
 
-def warn_if_other_code(record: dict[str, Any]) -> None:
-    """Warn (:class:`~mmlab.errors.OtherCodeWarning`) when a cached record of a ``smoke`` or
-    ``quick`` run was made by other code than this process's: after an edit of the library (an
-    exercise, say), its numbers need not be what the code now computes. ``full`` records are the
+def other_code_digest(record: dict[str, Any]) -> str | None:
+    """The ``source_digest`` of the code that made ``record`` when that is not this process's code
+    and the record is a ``smoke`` or ``quick`` one; else ``None``. ``full`` records are the
     reproduction's, kept across versions on purpose (each names its commit); records older than
     the digest are not judged."""
     provenance = record.get("provenance", {})
     made_by = provenance.get("source_digest")
     if made_by is None or provenance.get("profile") == "full":
-        return
+        return None
     from .provenance import source_digest
 
-    now = source_digest()
-    if made_by != now:
+    return made_by if made_by != source_digest() else None
+
+
+def warn_if_other_code(record: dict[str, Any]) -> None:
+    """Warn (:class:`~mmlab.errors.OtherCodeWarning`) when a cached record of a ``smoke`` or
+    ``quick`` run was made by other code than this process's (:func:`other_code_digest`): after an
+    edit of the library (an exercise, say), its numbers need not be what the code now computes."""
+    made_by = other_code_digest(record)
+    if made_by is not None:
+        from .provenance import source_digest
+
+        provenance = record.get("provenance", {})
         warnings.warn(f"the cached record of {record.get('label')} (seed {provenance.get('seed')}, profile "
                       f"{provenance.get('profile')}) was made by other code than this (source {made_by}, now "
-                      f"{now}); it is shown as recorded. Train it again with overwrite=True "
+                      f"{source_digest()}); it is shown as recorded. Train it again with overwrite=True "
                       "(--overwrite), or remove the local records with `make clean`.", OtherCodeWarning, stacklevel=3)
 
 

@@ -92,7 +92,7 @@ from .config import RunConfig
 from .errors import NonFiniteLossError, ResultsFileError, TimeLimitReached, UnknownNameError
 
 BACKENDS = ("local", "slurm")
-STATUS_COLUMNS = ["profile", "dataset", "method", "seed", "epochs", "status", "test_acc", "key", "path"]
+STATUS_COLUMNS = ["profile", "dataset", "method", "seed", "epochs", "status", "test_acc", "code", "key", "path"]
 SUMMARY_COLUMNS = ["profile", "dataset", "method", "seed", "status", "test_acc", "epochs", "wall_s",
                    "resumed", "error", "key", "host", "pid", "threads"]
 
@@ -185,20 +185,25 @@ def _checkpoint_path(store, config: RunConfig) -> Path:
 def sweep_status(configs: Sequence[RunConfig], store=None, *, overwrite: bool = False):
     """A DataFrame, one row per run: ``status`` is ``recorded`` (with its test
     accuracy), ``resume`` (a checkpoint of an unfinished run exists), ``train``,
-    or with ``overwrite`` ``retrain`` for a recorded one.
+    or with ``overwrite`` ``retrain`` for a recorded one. ``code`` is ``"other"`` for a
+    recorded smoke or quick run made by other code than this
+    (:func:`mmlab.results.other_code_digest`: the library was edited since); the sweep skips
+    it like any record, ``overwrite`` trains it again.
 
     Raises :class:`~mmlab.errors.ResultsFileError` naming every results file
     that cannot be read (unless ``overwrite``, which replaces them unread).
     """
     import pandas as pd
 
+    from .results import other_code_digest
+
     store = _as_store(store)
     rows, unreadable = [], []
     for config in configs:
         path = store.path_for(config)
         row = {"profile": config.profile, "dataset": config.dataset, "method": config.label,
-               "seed": config.seed, "epochs": config.epochs, "test_acc": None, "key": config.key,
-               "path": str(path)}
+               "seed": config.seed, "epochs": config.epochs, "test_acc": None, "code": "",
+               "key": config.key, "path": str(path)}
         if path.exists() and overwrite:
             row["status"] = "retrain"
         elif path.exists():
@@ -208,6 +213,7 @@ def sweep_status(configs: Sequence[RunConfig], store=None, *, overwrite: bool = 
                 unreadable.append(str(exc))
                 continue
             row["status"], row["test_acc"] = "recorded", record["final"].get("test/acc")
+            row["code"] = "other" if other_code_digest(record) else ""
         else:
             row["status"] = "resume" if _checkpoint_path(store, config).exists() else "train"
         rows.append(row)
@@ -220,11 +226,16 @@ def sweep_status(configs: Sequence[RunConfig], store=None, *, overwrite: bool = 
 
 
 def describe_status(status) -> str:
-    """``"N runs: K recorded, M to train (R resume from a checkpoint)"``."""
+    """``"N runs: K recorded, M to train (R resume from a checkpoint)"``, and how many of the
+    records other code made."""
     counts = status["status"].value_counts()
     recorded = int(counts.get("recorded", 0))
     todo = len(status) - recorded
     text = f"{len(status)} runs: {recorded} recorded, {todo} to train"
+    other = int(((status["status"] == "recorded") & (status["code"] == "other")).sum())
+    if other:
+        text = (f"{len(status)} runs: {recorded} recorded ({other} by other code than this: edited since, "
+                f"--overwrite trains them again), {todo} to train")
     extra = [f"{int(counts[s])} {what}" for s, what in (("resume", "resume from a checkpoint"),
                                                       ("retrain", "replace a record")) if counts.get(s)]
     return text + (f" ({', '.join(extra)})" if extra else "")

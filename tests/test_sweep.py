@@ -150,6 +150,28 @@ def test_sweep_skips_recorded_runs(trainings, results_dir, capsys):
     assert list(again["test_acc"]) == list(summary["test_acc"])
 
 
+def test_sweep_names_records_made_by_other_code_and_skips_them(trainings, results_dir, capsys):
+    configs = tiny_sweep(seeds=[0, 1])
+    store = ResultsStore()
+    for config in configs:
+        training.load_or_run(config, progress=False)
+    record = store.load(configs[1])
+    store.save({**record, "provenance": {**record["provenance"], "source_digest": "0123456789abcdef"}},
+               overwrite=True)  # as if the library had been edited since it was recorded
+    status = sweep_status(configs)
+    assert list(status["status"]) == ["recorded", "recorded"] and list(status["code"]) == ["", "other"]
+    summary = run_sweep(configs, progress=False)
+    assert "2 runs: 2 recorded (1 by other code than this: edited since, --overwrite trains them again)" in (
+        capsys.readouterr().out)
+    assert list(summary["status"]) == ["skipped", "skipped"] and len(trainings.calls) == 2
+    assert main(["sweep", "--method", "joint", "--seed", "0", "1", "--profile", "smoke", *TINY_ARGS,
+                 "--dry-run"]) == 0
+    table = capsys.readouterr().out
+    assert "code" in table.splitlines()[1] and table.count("other") == 2  # the summary line and the row
+    run_sweep(configs, progress=False, overwrite=True)
+    assert len(trainings.calls) == 4 and list(sweep_status(configs)["code"]) == ["", ""]
+
+
 def test_interrupted_sweep_resumes_only_what_is_missing(trainings, results_dir, capsys):
     configs = tiny_sweep(seeds=[0, 1, 2], epochs=2)
     trainings.interrupt.add(configs[1].key)
