@@ -294,8 +294,30 @@ def benchmarks_page() -> str:
         lines.append(f"Each figure is the median of {', '.join(map(str, sorted(repeats)))} alternating measurement(s).")
         lines.append("")
     lines += table_section(benchmark_records(BENCHMARKS, "table"))
+    lines += parallel_section(benchmark_records(BENCHMARKS, "parallel"))
     lines += graph_section(benchmark_records(BENCHMARKS, "graph"))
     return "\n".join(lines)
+
+
+def parallel_section(records: list[tuple[Path, dict]]) -> list[str]:
+    """The records of `benchmarks/bench_parallel.py`: what training runs side by side gains."""
+    lines = ["## Runs side by side", "",
+             "`python benchmarks/bench_parallel.py` trains N runs of one case at once in worker processes, as",
+             "`sweep --jobs N` does (cores / N threads each; on a GPU they share the card), and gives their summed",
+             "throughput over that of one run alone with every core, measured in the same repeat (records",
+             "`results/benchmarks/parallel-*.json`). Above 1, a sweep of many runs is done sooner with `--jobs N`,",
+             "although each run takes longer.", ""]
+    if not records:
+        return lines + ["No record of it is in `results/benchmarks/` yet.", ""]
+    lines += ["| device | case | samples / epoch | runs at once | threads each | samples/s in all | vs one run | commit |",
+              "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |"]
+    for _, rec in records:
+        commit = (rec.get("git_commit") or "unknown")[:10] + (" (dirty)" if rec.get("git_dirty") else "")
+        for row in rec["rows"]:
+            lines.append(f"| {rec['device']} | {rec['case']} | {rec['samples_per_epoch']} | {row['jobs']} | "
+                         f"{row['threads_per_job']} | {row['total_samples_per_s']:.0f} | {row['vs_one_run']:.2f} | "
+                         f"`{commit}` |")
+    return lines + [""]
 
 
 def graph_section(records: list[tuple[Path, dict]]) -> list[str]:

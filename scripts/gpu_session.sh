@@ -4,12 +4,13 @@
 #
 #   here:  scripts/remote_sweep.sh prepare cgmnist        # data + unfinished checkpoints -> .remote/
 #   there: OUT=/out scripts/gpu_session.sh [BENCH_SECONDS] [SWEEP_LIMIT] [JOBS] [STACK] [GRAPH_SECONDS]
-#          (defaults 150 6m 8 3 60)
+#          [PARALLEL_SECONDS]   (defaults 150 6m 8 3 60 90)
 #   here:  scripts/remote_sweep.sh collect FOLDER; cp FOLDER/benchmarks/*.json results/benchmarks/
 #
 # The benchmark runs alone on the GPU first (8,192-sample epochs, two repeats; it writes its record
 # after every case, so a cut-short one keeps what it measured), then the CUDA-graph probe
-# (benchmarks/bench_cuda_graph.py: what capturing the step would gain), then the sweep shares the GPU
+# (benchmarks/bench_cuda_graph.py: what capturing the step would gain), then 1, 4 and 8 uniform runs
+# side by side on the card (benchmarks/bench_parallel.py: what the sweep's --jobs gains), then the sweep shares the GPU
 # among JOBS workers, each training STACK seeds of a run together (sweep --stack), stopping at epoch
 # ends before SWEEP_LIMIT. 8 x 3 = 24 runs in flight: their checkpoints (about 1.8 MB each) and the
 # MNIST files (11 MB) stay under a 64 MB transfer limit for the next part; all 36 would not.
@@ -20,6 +21,7 @@ limit="${2:-6m}"
 jobs="${3:-8}"
 stack="${4:-3}"
 graph_seconds="${5:-60}"
+parallel_seconds="${6:-90}"
 : "${OUT:?set OUT to the folder that comes back}"
 [[ -f .remote/commit ]] || { echo "no .remote/: run scripts/remote_sweep.sh prepare cgmnist first" >&2; exit 2; }
 python="${PYTHON:-python3}"
@@ -37,6 +39,9 @@ nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1 || true
       --repeats 2 --out "$OUT/benchmarks/cuda-graph-$slug.json" 2>&1 | tee "$OUT/graph.log" \
       || echo "CUDA-graph probe stopped or failed (see graph.log)"
   fi
+  timeout --signal=INT "$parallel_seconds" "$python" benchmarks/bench_parallel.py --device "$device" --case uniform \
+    --jobs 4 8 --repeats 1 --out "$OUT/benchmarks/parallel-$slug.json" 2>&1 | tee "$OUT/parallel.log" \
+    || echo "side-by-side benchmark stopped at ${parallel_seconds} s"
 )
 rm -rf "$OUT/bench-checkpoints"
 OUT="$OUT" scripts/remote_sweep.sh run "$limit" --plan --dataset cgmnist --profile full --device "$device" --jobs "$jobs" \

@@ -80,6 +80,14 @@ def test_benchmark_page_shows_throughput_and_table_records(tmp_path, monkeypatch
     page = build_book.benchmarks_page()
     assert "| cuda (H200) | mmpareto | 8192 | 9000 | 45000 | 5.00 | `0123456789` |" in page
     assert "| uniform | 4096 | 64 | 1234 |" in page  # the probe's record is not read as a throughput record
+    assert "## Runs side by side" in page and "No record of it is in `results/benchmarks/` yet.\n" in page
+    (tmp_path / "parallel-cpu.json").write_text(json.dumps({
+        "device": "cpu", "case": "mgda", "samples_per_epoch": 4096, "git_commit": "fedcba9876543", "rows": [
+            {"jobs": 1, "threads_per_job": 2, "total_samples_per_s": 1400.2, "vs_one_run": 1.0},
+            {"jobs": 2, "threads_per_job": 1, "total_samples_per_s": 1820.0, "vs_one_run": 1.3}]}))
+    page = build_book.benchmarks_page()
+    assert "| cpu | mgda | 4096 | 2 | 1 | 1820 | 1.30 | `fedcba9876` |" in page
+    assert page.count("| cpu | mgda |") == 2 and "| uniform | 4096 | 64 | 1234 |" in page
 
 
 def test_benchmark_records_are_told_apart_by_kind(tmp_path):
@@ -90,6 +98,8 @@ def test_benchmark_records_are_told_apart_by_kind(tmp_path):
     (tmp_path / "cpu.json").write_text(json.dumps({"rows": []}))
     (tmp_path / "table-quick-cpu.json").write_text(json.dumps({"runs": 24}))
     (tmp_path / "cuda-graph-cuda-H200.json").write_text(json.dumps({"rows": [1]}))
+    (tmp_path / "parallel-cpu.json").write_text(json.dumps({"rows": [2]}))
+    assert [r["rows"] for _, r in benchmark_records(tmp_path, "parallel")] == [[2]]
     assert [p.name for p, _ in benchmark_records(tmp_path, "throughput")] == ["cpu.json"]
     assert [r["runs"] for _, r in benchmark_records(tmp_path, "table")] == [24]
     assert [p.name for p, _ in benchmark_records(tmp_path, "graph")] == ["cuda-graph-cuda-H200.json"]
@@ -112,3 +122,37 @@ def test_cuda_graph_probe_refuses_a_cpu_and_its_step_trains(tmp_path, capsys):
         assert len(losses) == 256 // config.batch_size and all(torch.isfinite(loss) for loss in losses)
         assert all(not torch.equal(a, b) for a, b in zip(before, model.parameters()) if b.requires_grad)
     assert bench.eager_throughput("mmpareto", 256, torch.device("cpu")) > 0  # the eager timing runs anywhere
+
+
+def test_bench_parallel_sums_the_runs_side_by_side_and_writes_its_record(tmp_path, monkeypatch):
+    bench = _load(REPO / "benchmarks" / "bench_parallel.py", "bench_parallel")
+    seen = []
+
+    def fake_side_by_side(config, device, jobs, cores):  # N runs at once: each a little slower than alone
+        seen.append((jobs, config.method, config.train_size))
+        return [100.0 / (1 + 0.25 * (jobs - 1))] * jobs if jobs > 1 else [100.0 + len(seen)]
+
+    monkeypatch.setattr(bench, "side_by_side", fake_side_by_side)
+    monkeypatch.setattr(bench, "available_cores", lambda: 2)
+    out = tmp_path / "parallel-cpu.json"
+    assert bench.main(["--device", "cpu", "--case", "mgda", "--samples", "128", "--repeats", "2",
+                       "--out", str(out)]) == 0
+    assert seen == [(1, "mgda", 128), (2, "mgda", 128)] * 2  # 1 and the core count, in every repeat
+    record = json.loads(out.read_text())
+    assert record["complete"] and record["case"] == "mgda" and record["cores"] == 2
+    alone, two = record["rows"]
+    assert (alone["jobs"], alone["threads_per_job"], alone["vs_one_run"]) == (1, 2, 1.0)
+    assert alone["total_samples_per_s"] == 102.0  # the median of 101 and 103
+    assert (two["jobs"], two["threads_per_job"], two["samples_per_s_each"]) == (2, 1, [80.0, 80.0])
+    assert two["total_samples_per_s"] == 160.0
+    assert two["vs_one_run"] == round((160 / 101 + 160 / 103) / 2, 3)  # per repeat, against that repeat's alone
+
+
+def test_bench_parallel_runs_workers_at_once(tmp_path):
+    bench = _load(REPO / "benchmarks" / "bench_parallel.py", "bench_parallel")
+    from mmlab import RunConfig
+
+    config = RunConfig.from_profile(profile="smoke", method="joint", epochs=2, train_size=64, val_size=32,
+                                    test_size=32, grad_probe_every=0)
+    each = bench.side_by_side(config, "cpu", 2, 2)  # two spawned workers, one thread each, real training
+    assert len(each) == 2 and all(rate > 0 for rate in each)
