@@ -231,11 +231,9 @@ def describe_status(status) -> str:
     counts = status["status"].value_counts()
     recorded = int(counts.get("recorded", 0))
     todo = len(status) - recorded
-    text = f"{len(status)} runs: {recorded} recorded, {todo} to train"
     other = int(((status["status"] == "recorded") & (status["code"] == "other")).sum())
-    if other:
-        text = (f"{len(status)} runs: {recorded} recorded ({other} by other code than this: edited since, "
-                f"--overwrite trains them again), {todo} to train")
+    by_other = f" ({other} by other code than this: edited since, --overwrite trains them again)" if other else ""
+    text = f"{len(status)} runs: {recorded} recorded{by_other}, {todo} to train"
     extra = [f"{int(counts[s])} {what}" for s, what in (("resume", "resume from a checkpoint"),
                                                       ("retrain", "replace a record")) if counts.get(s)]
     return text + (f" ({', '.join(extra)})" if extra else "")

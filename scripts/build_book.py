@@ -299,6 +299,11 @@ def benchmarks_page() -> str:
     return "\n".join(lines)
 
 
+def _commit_cell(rec: dict) -> str:
+    """A benchmark record's commit, as a table shows it: 10 digits, and whether the tree was dirty."""
+    return (rec.get("git_commit") or "unknown")[:10] + (" (dirty)" if rec.get("git_dirty") else "")
+
+
 def parallel_section(records: list[tuple[Path, dict]]) -> list[str]:
     """The records of `benchmarks/bench_parallel.py`: what training runs side by side gains."""
     lines = ["## Runs side by side", "",
@@ -312,7 +317,7 @@ def parallel_section(records: list[tuple[Path, dict]]) -> list[str]:
     lines += ["| device | case | samples / epoch | runs at once | threads each | samples/s in all | vs one run | commit |",
               "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |"]
     for _, rec in records:
-        commit = (rec.get("git_commit") or "unknown")[:10] + (" (dirty)" if rec.get("git_dirty") else "")
+        commit = _commit_cell(rec)
         for row in rec["rows"]:
             lines.append(f"| {rec['device']} | {rec['case']} | {rec['samples_per_epoch']} | {row['jobs']} | "
                          f"{row['threads_per_job']} | {row['total_samples_per_s']:.0f} | {row['vs_one_run']:.2f} | "
@@ -332,7 +337,7 @@ def graph_section(records: list[tuple[Path, dict]]) -> list[str]:
     lines += ["| device | case | samples / epoch | eager (samples/s) | graph (samples/s) | graph / eager | commit |",
               "| --- | --- | ---: | ---: | ---: | ---: | --- |"]
     for _, rec in records:
-        commit = (rec.get("git_commit") or "unknown")[:10] + (" (dirty)" if rec.get("git_dirty") else "")
+        commit = _commit_cell(rec)
         for row in rec["rows"]:
             lines.append(f"| {rec['device']} | {row['case']} | {row['samples_per_epoch']} | "
                          f"{row['eager_samples_per_s']:.0f} | {row['graph_samples_per_s']:.0f} | "
@@ -350,7 +355,7 @@ def table_section(records: list[tuple[Path, dict]]) -> list[str]:
     lines += ["| profile | datasets | runs | device | cores | jobs | wall time (min) | all finished | commit |",
               "| --- | --- | ---: | --- | ---: | ---: | ---: | --- | --- |"]
     for _, rec in records:
-        commit = (rec.get("git_commit") or "unknown")[:10] + (" (dirty)" if rec.get("git_dirty") else "")
+        commit = _commit_cell(rec)
         lines.append(f"| {rec['profile']} | {', '.join(rec['datasets'])} | {rec['runs']} | {rec['device']} | "
                      f"{rec['cores']} | {rec['jobs']} | {rec['total_wall_min']:.1f} | "
                      f"{'yes' if rec['all_done'] else 'no'} | `{commit}` |")
