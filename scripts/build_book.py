@@ -269,34 +269,35 @@ def benchmarks_page() -> str:
     if not records:
         lines.append("No benchmark records are in `results/benchmarks/` yet.")
     for path, rec in records:
-        commit = (rec.get("git_commit") or "unknown")[:10]
         lines += [
             f"## {rec['device']}",
             "",
-            f"torch {rec['torch_version']}, {rec.get('threads', '?')} CPU thread(s), commit `{commit}`"
-            + (" (with uncommitted changes)" if rec.get("git_dirty") else "")
+            f"torch {rec['torch_version']}, {rec.get('threads', '?')} CPU thread(s), commit `{_commit_cell(rec)}`"
             + f", measured {rec['finished_at']}; record `{path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}`.",
             "",
-            "| case | samples / epoch | batch | loop (samples/s) | bare (samples/s) | ratio "
-            "| vs the plain method in the loop | peak memory (MB) |",
-            "| --- | ---: | ---: | ---: | ---: | ---: | --- | ---: |",
         ]
-        for row in rec["rows"]:
-            versus = (f"{row['throughput_vs_plain']:.3f} of {row['vs_plain_method']}"
-                      if "throughput_vs_plain" in row else "")
-            lines.append(
-                f"| {row['case']} | {row['samples_per_epoch']} | {row['batch_size']} | "
-                f"{row['loop_samples_per_s']:.0f} | {row['bare_samples_per_s']:.0f} | {row['ratio']:.3f} | "
-                f"{versus} | {row['peak_memory_mb']:.0f} |"
-            )
+        lines += _markdown_table(
+            ["case", ("samples / epoch", "r"), ("batch", "r"), ("loop (samples/s)", "r"), ("bare (samples/s)", "r"),
+             ("ratio", "r"), "vs the plain method in the loop", ("peak memory (MB)", "r")],
+            [[row["case"], row["samples_per_epoch"], row["batch_size"], f"{row['loop_samples_per_s']:.0f}",
+              f"{row['bare_samples_per_s']:.0f}", f"{row['ratio']:.3f}",
+              (f"{row['throughput_vs_plain']:.3f} of {row['vs_plain_method']}" if "throughput_vs_plain" in row else ""),
+              f"{row['peak_memory_mb']:.0f}"] for row in rec["rows"]])
         repeats = {row.get("repeats", 1) for row in rec["rows"]}
-        lines.append("")
         lines.append(f"Each figure is the median of {', '.join(map(str, sorted(repeats)))} alternating measurement(s).")
         lines.append("")
     lines += table_section(benchmark_records(BENCHMARKS, "table"))
     lines += parallel_section(benchmark_records(BENCHMARKS, "parallel"))
     lines += graph_section(benchmark_records(BENCHMARKS, "graph"))
     return "\n".join(lines)
+
+
+def _markdown_table(columns: list, rows: list[list]) -> list[str]:
+    """A Markdown table's lines: ``columns`` are titles, or (title, "r") for a right-aligned column."""
+    titles = [c[0] if isinstance(c, tuple) else c for c in columns]
+    rules = ["---:" if isinstance(c, tuple) and c[1] == "r" else "---" for c in columns]
+    return (["| " + " | ".join(titles) + " |", "| " + " | ".join(rules) + " |"]
+            + ["| " + " | ".join(map(str, row)) + " |" for row in rows] + [""])
 
 
 def _commit_cell(rec: dict) -> str:
@@ -314,15 +315,12 @@ def parallel_section(records: list[tuple[Path, dict]]) -> list[str]:
              "although each run takes longer.", ""]
     if not records:
         return lines + ["No record of it is in `results/benchmarks/` yet.", ""]
-    lines += ["| device | case | samples / epoch | runs at once | threads each | samples/s in all | vs one run | commit |",
-              "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |"]
-    for _, rec in records:
-        commit = _commit_cell(rec)
-        for row in rec["rows"]:
-            lines.append(f"| {rec['device']} | {rec['case']} | {rec['samples_per_epoch']} | {row['jobs']} | "
-                         f"{row['threads_per_job']} | {row['total_samples_per_s']:.0f} | {row['vs_one_run']:.2f} | "
-                         f"`{commit}` |")
-    return lines + [""]
+    return lines + _markdown_table(
+        ["device", "case", ("samples / epoch", "r"), ("runs at once", "r"), ("threads each", "r"),
+         ("samples/s in all", "r"), ("vs one run", "r"), "commit"],
+        [[rec["device"], rec["case"], rec["samples_per_epoch"], row["jobs"], row["threads_per_job"],
+          f"{row['total_samples_per_s']:.0f}", f"{row['vs_one_run']:.2f}", f"`{_commit_cell(rec)}`"]
+         for _, rec in records for row in rec["rows"]])
 
 
 def graph_section(records: list[tuple[Path, dict]]) -> list[str]:
@@ -334,15 +332,12 @@ def graph_section(records: list[tuple[Path, dict]]) -> list[str]:
              "loop itself is not captured.", ""]
     if not records:
         return lines + ["No record of it is in `results/benchmarks/` yet (it needs a GPU).", ""]
-    lines += ["| device | case | samples / epoch | eager (samples/s) | graph (samples/s) | graph / eager | commit |",
-              "| --- | --- | ---: | ---: | ---: | ---: | --- |"]
-    for _, rec in records:
-        commit = _commit_cell(rec)
-        for row in rec["rows"]:
-            lines.append(f"| {rec['device']} | {row['case']} | {row['samples_per_epoch']} | "
-                         f"{row['eager_samples_per_s']:.0f} | {row['graph_samples_per_s']:.0f} | "
-                         f"{row['graph_vs_eager']:.2f} | `{commit}` |")
-    return lines + [""]
+    return lines + _markdown_table(
+        ["device", "case", ("samples / epoch", "r"), ("eager (samples/s)", "r"), ("graph (samples/s)", "r"),
+         ("graph / eager", "r"), "commit"],
+        [[rec["device"], row["case"], row["samples_per_epoch"], f"{row['eager_samples_per_s']:.0f}",
+          f"{row['graph_samples_per_s']:.0f}", f"{row['graph_vs_eager']:.2f}", f"`{_commit_cell(rec)}`"]
+         for _, rec in records for row in rec["rows"]])
 
 
 def table_section(records: list[tuple[Path, dict]]) -> list[str]:
@@ -352,14 +347,12 @@ def table_section(records: list[tuple[Path, dict]]) -> list[str]:
              "end by `python benchmarks/bench_table.py` (records `results/benchmarks/table-*.json`).", ""]
     if not records:
         return lines + ["No record of the whole table is in `results/benchmarks/` yet.", ""]
-    lines += ["| profile | datasets | runs | device | cores | jobs | wall time (min) | all finished | commit |",
-              "| --- | --- | ---: | --- | ---: | ---: | ---: | --- | --- |"]
-    for _, rec in records:
-        commit = _commit_cell(rec)
-        lines.append(f"| {rec['profile']} | {', '.join(rec['datasets'])} | {rec['runs']} | {rec['device']} | "
-                     f"{rec['cores']} | {rec['jobs']} | {rec['total_wall_min']:.1f} | "
-                     f"{'yes' if rec['all_done'] else 'no'} | `{commit}` |")
-    return lines + [""]
+    return lines + _markdown_table(
+        ["profile", "datasets", ("runs", "r"), "device", ("cores", "r"), ("jobs", "r"), ("wall time (min)", "r"),
+         "all finished", "commit"],
+        [[rec["profile"], ", ".join(rec["datasets"]), rec["runs"], rec["device"], rec["cores"], rec["jobs"],
+          f"{rec['total_wall_min']:.1f}", "yes" if rec["all_done"] else "no", f"`{_commit_cell(rec)}`"]
+         for _, rec in records])
 
 
 GENERATED_PAGES = ("status.md", "benchmarks.md")
