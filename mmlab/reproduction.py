@@ -5,7 +5,8 @@
 under the label its records carry. :func:`reproduction_configs` turns a plan into
 :class:`~mmlab.RunConfig` objects for a profile (what ``python -m mmlab sweep`` trains), and
 :func:`reproduction_table` sets the recorded runs beside the published table of the dataset
-(:mod:`mmlab.reference`). A planned run that has no record is shown as *missing*, a published
+(:mod:`mmlab.reference`), and :func:`epoch_selection_table` shows how much of a difference the choice of the
+reported epoch makes. A planned run that has no record is shown as *missing*, a published
 method that ``mmlab`` does not implement as *not implemented*: nothing is ever filled in.
 """
 
@@ -163,3 +164,40 @@ def reproduction_table(records: Sequence[Mapping[str, Any]], dataset: str,
     frame.attrs["source"] = pub.attrs.get("source", "")
     frame.attrs["protocol"] = PROTOCOLS.get(dataset, "")
     return frame
+
+
+def epoch_selection_table(records: Sequence[Mapping[str, Any]], dataset: str) -> pd.DataFrame:
+    """Per recorded method of ``dataset``: the test accuracy (%, mean over seeds) at the **last** epoch (what
+    the book reports), at the epoch of best **validation** accuracy, and at the epoch of best **test** accuracy,
+    which is what the original scripts report; then the published figure and what is left of the difference
+    once our runs are selected the original scripts' way.
+
+    Selecting on the test set can only raise a run's figure (``optimism (points)`` >= 0): the table says how
+    much of a gap to a published number the protocol of selection explains, from our own recorded histories.
+    A run without a per-epoch test accuracy or a ``best_val`` is left out; a method without a record has no row.
+    """
+    rows: dict[str, list[tuple[float, float, float]]] = {}
+    for r in records:
+        if r["config"]["dataset"] != dataset:
+            continue
+        history = [h for h in r.get("history", ()) if h.get("test/acc") is not None]
+        if not history or "best_val" not in r:
+            continue
+        rows.setdefault(r["label"], []).append(  # best_val: the epoch of best validation accuracy (make_record)
+            (history[-1]["test/acc"], r["best_val"]["test/acc"], max(h["test/acc"] for h in history)))
+    pub = published(dataset)
+    order = [p.label for p in PLANS.get(dataset, []) if p.label in rows] + sorted(set(rows) - {
+        p.label for p in PLANS.get(dataset, [])})
+    table = []
+    for label in order:
+        last, val, test = (100 * sum(v) / len(v) for v in zip(*rows[label]))
+        row: dict[str, Any] = {"method": label, "seeds": len(rows[label]), "last epoch (%)": last,
+                               "best-validation epoch (%)": val, "best-test epoch (%)": test,
+                               "optimism (points)": test - last}
+        if label in pub.index and pd.notna(pub.loc[label].get("published acc (%)")):
+            row["published acc (%)"] = float(pub.loc[label, "published acc (%)"])
+            row["left after test selection (points)"] = test - row["published acc (%)"]
+        table.append(row)
+    columns = ["method", "seeds", "last epoch (%)", "best-validation epoch (%)", "best-test epoch (%)",
+               "optimism (points)", "published acc (%)", "left after test selection (points)"]
+    return pd.DataFrame(table, columns=columns).set_index("method")

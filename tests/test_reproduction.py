@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from mmlab.errors import UnknownNameError
-from mmlab.reproduction import PLANS, reproduction_configs, reproduction_table
+from mmlab.reproduction import PLANS, epoch_selection_table, reproduction_configs, reproduction_table
 from mmlab.results import ResultsStore
 
 RESULTS = Path(__file__).resolve().parent.parent / "results"
@@ -64,3 +64,41 @@ def test_a_table_without_any_record_renders():
     table = reproduction_table([], "cgmnist")
     assert set(table["status"]) == {"missing"}
     assert "acc (%)" not in table.columns or set(table["acc (%)"]) == {""}
+
+
+def _with_history(label, seed, test_accs, val_accs, dataset="cgmnist"):
+    record = _record(label, seed, test_accs[-1], dataset=dataset)
+    record["history"] = [{"epoch": e + 1, "test/acc": t, "val/acc": v}
+                         for e, (t, v) in enumerate(zip(test_accs, val_accs))]
+    best = max(record["history"], key=lambda h: h["val/acc"])
+    record["best_val"] = {"epoch": best["epoch"], "val/acc": best["val/acc"], "test/acc": best["test/acc"]}
+    return record
+
+
+def test_epoch_selection_table_sets_last_validation_and_test_selected_epochs_apart():
+    records = [
+        # seed 0: the best test epoch (2) is not the best validation epoch (3), and neither is the last
+        _with_history("uniform", 0, [0.50, 0.80, 0.70, 0.60], [0.5, 0.6, 0.9, 0.4]),
+        _with_history("uniform", 1, [0.60, 0.70], [0.2, 0.3]),
+        _with_history("joint", 0, [0.40, 0.40], [0.1, 0.1]),
+        _with_history("joint", 0, [0.99], [0.99], dataset="avdigits"),  # another dataset: ignored
+    ]
+    table = epoch_selection_table(records, "cgmnist")
+    assert list(table.index) == ["joint", "uniform"]  # the plan's order; methods without a record have no row
+    uniform = table.loc["uniform"]
+    assert uniform["seeds"] == 2
+    assert uniform["last epoch (%)"] == pytest.approx(65.0)  # (60 + 70) / 2
+    assert uniform["best-validation epoch (%)"] == pytest.approx(70.0)  # (70 + 70) / 2
+    assert uniform["best-test epoch (%)"] == pytest.approx(75.0)  # (80 + 70) / 2
+    assert uniform["optimism (points)"] == pytest.approx(10.0)
+    assert uniform["published acc (%)"] == pytest.approx(75.68)
+    assert uniform["left after test selection (points)"] == pytest.approx(75.0 - 75.68)
+    assert table.loc["joint", "optimism (points)"] == pytest.approx(0.0)
+
+
+def test_epoch_selection_of_the_committed_records_never_lowers_a_run():
+    records = ResultsStore(Path(__file__).resolve().parents[1] / "results").records(profile="full", dataset="cgmnist")
+    table = epoch_selection_table(records, "cgmnist")
+    assert len(table) == len({r["label"] for r in records}) > 0
+    assert (table["best-test epoch (%)"] >= table["last epoch (%)"] - 1e-9).all()
+    assert (table["best-test epoch (%)"] >= table["best-validation epoch (%)"] - 1e-9).all()
