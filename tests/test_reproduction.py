@@ -101,3 +101,8 @@ def test_epoch_selection_of_the_committed_records_never_lowers_a_run():
     assert len(table) == len({r["label"] for r in records}) > 0
     assert (table["best-test epoch (%)"] >= table["last epoch (%)"] - 1e-9).all()
     assert (table["best-test epoch (%)"] >= table["best-validation epoch (%)"] - 1e-9).all()
+
+
+def test_epoch_selection_table_without_records_is_empty_but_has_its_columns():
+    table = epoch_selection_table([], "cremad")
+    assert table.empty and "best-test epoch (%)" in table.columns
