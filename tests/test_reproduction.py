@@ -96,7 +96,7 @@ def test_epoch_selection_table_sets_last_validation_and_test_selected_epochs_apa
 
 
 def test_epoch_selection_of_the_committed_records_never_lowers_a_run():
-    records = ResultsStore(Path(__file__).resolve().parents[1] / "results").records(profile="full", dataset="cgmnist")
+    records = ResultsStore(RESULTS).records(profile="full", dataset="cgmnist")
     table = epoch_selection_table(records, "cgmnist")
     assert len(table) == len({r["label"] for r in records}) > 0
     assert (table["best-test epoch (%)"] >= table["last epoch (%)"] - 1e-9).all()
