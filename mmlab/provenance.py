@@ -56,12 +56,16 @@ def git_commit() -> tuple[str | None, bool | None]:
 def provenance(*, device: str, wall_time_s: float, resumed: bool = False,
                code_version: tuple[str | None, bool | None] | None = None,
                earlier_commits: list[str | None] | None = None,
-               source: str | None = None) -> dict[str, Any]:
+               source: str | None = None,
+               earlier_sources: list[str | None] | None = None) -> dict[str, Any]:
     """The provenance of a record. ``code_version`` is :func:`git_commit` taken when training
     started (a run may take hours, and the checkout can move on meanwhile; the imported code does
     not); without it, the checkout's state now. ``earlier_commits``: the commits of the sessions
     a resumed run continued, where any differs from this one. ``source``: :func:`source_digest`
-    when training started (default: now)."""
+    when training started (default: now); ``earlier_sources``: the digests of a resumed run's
+    earlier parts, where any differs from it (``None``: the checkpoint did not keep it). A resumed
+    run whose commits differ but that has no ``earlier_source_digests`` trained every part with
+    the same ``mmlab`` code."""
     commit, dirty = code_version if code_version is not None else git_commit()
     out = {
         "mmlab_version": __version__,
@@ -79,4 +83,7 @@ def provenance(*, device: str, wall_time_s: float, resumed: bool = False,
     earlier = sorted({c for c in earlier_commits or () if c != commit}, key=str)
     if earlier:
         out["earlier_commits"] = earlier
+    earlier_sources = sorted({d for d in earlier_sources or () if d != out["source_digest"]}, key=str)
+    if earlier_sources:
+        out["earlier_source_digests"] = earlier_sources
     return out

@@ -119,6 +119,8 @@ def test_provenance_names_the_commit_the_run_started_from(tiny_config, tmp_path,
     config = tiny_config("joint", epochs=2)
     commits = iter([("first", False), ("second", True), ("third", False)])
     monkeypatch.setattr(provenance, "git_commit", lambda: next(commits))
+    sources = iter(["code-a", "code-b", "code-c"])
+    monkeypatch.setattr(provenance, "source_digest", lambda: next(sources))
 
     def crash(epoch, metrics):
         if epoch == 0:
@@ -130,8 +132,41 @@ def test_provenance_names_the_commit_the_run_started_from(tiny_config, tmp_path,
     prov = record["provenance"]
     assert prov["git_commit"] == "second" and prov["git_dirty"] is True
     assert prov["earlier_commits"] == ["first"]
+    assert prov["source_digest"] == "code-b" and prov["earlier_source_digests"] == ["code-a"]
     straight = train(config.with_(seed=1), checkpoint_dir=tmp_path, progress=False)  # from "third"
     assert straight["provenance"]["git_commit"] == "third" and "earlier_commits" not in straight["provenance"]
+    assert "earlier_source_digests" not in straight["provenance"]
+
+
+def test_a_resumed_run_with_unchanged_code_names_no_earlier_source(tiny_config, tmp_path, monkeypatch):
+    """Commits that differ only outside ``mmlab/`` leave the source digest alone: the record then
+    shows the code was the same in every part. A checkpoint that kept no digest (older format)
+    gives ``None``: unknown, never assumed equal."""
+    import pytest
+
+    import mmlab.provenance as provenance
+    from mmlab.training.checkpoint import load_checkpoint, save_checkpoint
+
+    config = tiny_config("joint", epochs=2)
+    monkeypatch.setattr(provenance, "source_digest", lambda: "same-code")
+
+    def crash(epoch, metrics):
+        if epoch == 0:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(config, checkpoint_dir=tmp_path, progress=False, callbacks=[crash])
+    prov = train(config, checkpoint_dir=tmp_path, progress=False)["provenance"]
+    assert prov["resumed"] is True and "earlier_source_digests" not in prov
+
+    old = config.with_(seed=1)
+    with pytest.raises(KeyboardInterrupt):
+        train(old, checkpoint_dir=tmp_path, progress=False, callbacks=[crash])
+    path = tmp_path / f"{old.key}.pt"
+    ckpt = load_checkpoint(path, map_location="cpu")
+    del ckpt["source_digests"]
+    save_checkpoint(path, ckpt)
+    assert train(old, checkpoint_dir=tmp_path, progress=False)["provenance"]["earlier_source_digests"] == [None]
 
 
 def test_a_deadline_pauses_the_run_at_an_epochs_end_and_the_run_resumes(tiny_config, tmp_path, monkeypatch):
@@ -141,7 +176,7 @@ def test_a_deadline_pauses_the_run_at_an_epochs_end_and_the_run_resumes(tiny_con
 
     import pytest
 
-    import mmlab.training.loop as loop
+    from mmlab.training.checkpoint import load_checkpoint, save_checkpoint
     from mmlab.errors import TimeLimitReached
 
     config = tiny_config("joint", epochs=3)

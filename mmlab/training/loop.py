@@ -235,6 +235,7 @@ class _Run:
     wall_before: float = 0.0
     resumed: bool = False
     earlier_commits: list = field(default_factory=list)
+    earlier_sources: list = field(default_factory=list)  # source digests of a resumed run's earlier parts
     last_epoch_s: float = 0.0  # the duration of the last epoch, checkpoint included (for ``deadline``)
     correct: Any = None
     seen: int = 0
@@ -339,6 +340,7 @@ def _train_runs(configs: list[RunConfig], methods: list[Method] | None, *, devic
                 "torch_rng": torch.get_rng_state(), "history": run.history,
                 "wall_time_s": run.wall_before + time.perf_counter() - t_start,
                 "git_commits": run.earlier_commits + [code_version[0]],
+                "source_digests": run.earlier_sources + [source],
                 "last_epoch_s": time.time() - wall_epoch,
             })
         epochs.set_postfix({"test acc": " ".join(f"{run.history[-1]['test/acc']:.3f}" for run in runs)})
@@ -354,7 +356,7 @@ def _train_runs(configs: list[RunConfig], methods: list[Method] | None, *, devic
     for run in runs:
         prov = provenance(device=describe_device(device), wall_time_s=run.wall_before + time.perf_counter() - t_start,
                           resumed=run.resumed, code_version=code_version, earlier_commits=run.earlier_commits,
-                          source=source)
+                          source=source, earlier_sources=run.earlier_sources)
         if stacked is not None:
             prov["stacked_runs"] = len(runs)  # trained together: the wall time is the group's
         records.append(make_record(run.config, run.history, splits, prov, checkpoint_path=run.checkpoint_path))
@@ -393,6 +395,7 @@ def _prepare_run(config: RunConfig, method: Method, spec, modalities, device: to
         run.history, run.start_epoch, state.step = ckpt["history"], ckpt["epochs_done"], ckpt["step"]
         run.wall_before, run.resumed = ckpt["wall_time_s"], True
         run.earlier_commits = ckpt.get("git_commits", [])
+        run.earlier_sources = ckpt.get("source_digests", [None])  # None: not kept (checkpoints before 2026-12-02)
         run.last_epoch_s = ckpt.get("last_epoch_s", 0.0)
     return run
 
