@@ -176,7 +176,7 @@ def test_a_deadline_pauses_the_run_at_an_epochs_end_and_the_run_resumes(tiny_con
 
     import pytest
 
-    from mmlab.training.checkpoint import load_checkpoint, save_checkpoint
+    import mmlab.training.loop as loop
     from mmlab.errors import TimeLimitReached
 
     config = tiny_config("joint", epochs=3)
