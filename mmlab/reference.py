@@ -41,7 +41,7 @@ MMPARETO_TABLE1_SOURCE = (
 )
 
 # method label in mmlab -> (accuracy %, audio accuracy %, visual accuracy %); None = not reported.
-# G-Blending, PMR and AGM are published too, but not implemented in mmlab yet: they are listed
+# G-Blending and AGM are published too, but not implemented in mmlab yet: they are listed
 # so that the reproduction table shows them as such, never as numbers of ours.
 CREMAD_PUBLISHED: dict[str, tuple[float | None, float | None, float | None]] = {
     "unimodal-audio": (None, 61.69, None),

@@ -14,6 +14,7 @@ from .gradnorm import GradNorm
 from .metabalance import MetaBalance
 from .greedy import Greedy, MMTMJoint
 from .ogm import OGMGE, OPM
+from .pmr import PMR
 
 METHODS: dict[str, Callable[..., Method]] = {
     "joint": JointLoss,
@@ -26,6 +27,7 @@ METHODS: dict[str, Callable[..., Method]] = {
     "mmpareto": MMPareto,
     "ogm_ge": OGMGE,
     "opm": OPM,
+    "pmr": PMR,
     "mmtm": MMTMJoint,
     "greedy": Greedy,
 }
