@@ -127,3 +127,17 @@ def test_pmr_trains_through_the_loop_and_resumes_with_its_prototypes(tiny_config
     # a per-step 0/alpha switch, averaged over the epoch
     assert all(0.0 <= h[f"train/pmr_coefficient/{m}"] <= 1.0 for m in ("gray", "color"))
     assert without_timing(resumed["history"]) == without_timing(straight["history"])
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(0, 10_000), st.integers(2, 6))
+def test_the_pce_gradient_is_the_unit_pull_of_chapter_3s_exercise(seed, classes):
+    # ex-pmr-grad: grad_z PCE = u_y - sum_k p_k u_k, u_k = (z - c_k) / ||z - c_k||
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(1, 4, generator=g, dtype=torch.float64, requires_grad=True)
+    c = torch.randn(classes, 4, generator=g, dtype=torch.float64)
+    y = torch.tensor([seed % classes])
+    (grad,) = torch.autograd.grad(F.cross_entropy(prototype_logits(z, c).double(), y), [z])
+    u = (z.detach() - c) / (z.detach() - c).norm(dim=1, keepdim=True)
+    p = F.softmax(-(z.detach() - c).norm(dim=1), dim=0)
+    torch.testing.assert_close(grad[0], u[y[0]] - (p[:, None] * u).sum(0), rtol=1e-5, atol=1e-6)  # float32 distances
