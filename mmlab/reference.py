@@ -67,6 +67,7 @@ CREMAD_OTHER_PROTOCOLS: tuple[tuple[str, str, float], ...] = (
     ("BalanceBenchmark (arXiv 2502.10816), AdamW, 30 epochs", "greedy", 66.48),
     ("BalanceBenchmark (arXiv 2502.10816), AdamW, 30 epochs", "mmpareto", 79.97),
     ("BalanceBenchmark (arXiv 2502.10816), AdamW, 30 epochs", "opm", 68.75),
+    ("BalanceBenchmark (arXiv 2502.10816), AdamW, 30 epochs", "pmr", 67.19),
 )
 
 

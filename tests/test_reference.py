@@ -46,3 +46,16 @@ def test_published_frames_carry_their_source():
     for dataset in ("cgmnist", "cremad"):
         assert "Wei & Hu" in published(dataset).attrs["source"]
     assert published("avdigits").empty
+
+
+@pytest.mark.skipif(not PUBLISHED_MD.exists(), reason="../shared/reference not at hand")
+def test_the_balancebenchmark_figures_are_the_ones_in_the_reference_document():
+    from mmlab.reference import CREMAD_OTHER_PROTOCOLS
+
+    line = next(l for l in PUBLISHED_MD.read_text().splitlines() if l.startswith("- BalanceBenchmark"))
+    quoted = {name.strip(): float(v) for name, v in re.findall(r"([A-Za-z-]+(?: [a-z]+)?) (\d+\.\d+)", line)}
+    names = {"joint": "baseline", "ogm_ge": "OGM", "greedy": "Greedy", "mmpareto": "MMPareto", "opm": "OPM",
+             "pmr": "PMR"}
+    ours = {m: v for source, m, v in CREMAD_OTHER_PROTOCOLS if source.startswith("BalanceBenchmark")}
+    assert set(ours) == set(names)
+    assert all(quoted[names[m]] == v for m, v in ours.items())
