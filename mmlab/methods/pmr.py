@@ -39,8 +39,12 @@ from .ogm import discrepancy_ratios
 
 def prototype_logits(features: torch.Tensor, prototypes: torch.Tensor) -> torch.Tensor:
     """``-||z_i - c_k||``: minus the Euclidean distance of each sample to each class prototype
-    (``(batch, classes)``; the original loops over both in Python)."""
-    return -torch.cdist(features.float(), prototypes.float())
+    (``(batch, classes)``; the original loops over both in Python). The differences are formed
+    explicitly: ``torch.cdist``'s matrix-product shortcut loses precision for a feature close to its
+    prototype, where the gradient matters. Half-precision features are measured in float32."""
+    dtype = torch.promote_types(features.dtype, torch.float32)
+    differences = features.to(dtype)[:, None, :] - prototypes.to(dtype)[None, :, :]
+    return -torch.linalg.vector_norm(differences, dim=-1)
 
 
 def prototype_scores(logits: dict[str, torch.Tensor], labels: torch.Tensor) -> dict[str, torch.Tensor]:
