@@ -26,6 +26,11 @@ def test_prototype_logits_keep_float64_and_lift_half_precision():
     z, c = torch.randn(3, 4, dtype=torch.float64), torch.randn(2, 4, dtype=torch.float64)
     assert prototype_logits(z, c).dtype == torch.float64
     assert prototype_logits(z.bfloat16(), c.bfloat16()).dtype == torch.float32
+    method = build_method("pmr")
+    method.on_epoch_start(_state())
+    method.losses(_output({"gray": z, "color": z.bfloat16()}), torch.tensor([0, 1, 2]), _state())
+    method.on_epoch_end(_state(), evaluate=None)
+    assert method.prototypes["gray"].dtype == torch.float64 and method.prototypes["color"].dtype == torch.float32
 
 
 def test_prototype_scores_sum_the_true_class_probability():

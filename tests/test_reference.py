@@ -52,7 +52,7 @@ def test_published_frames_carry_their_source():
 def test_the_balancebenchmark_figures_are_the_ones_in_the_reference_document():
     from mmlab.reference import CREMAD_OTHER_PROTOCOLS
 
-    line = next(l for l in PUBLISHED_MD.read_text().splitlines() if l.startswith("- BalanceBenchmark"))
+    line = next(text for text in PUBLISHED_MD.read_text().splitlines() if text.startswith("- BalanceBenchmark"))
     quoted = {name.strip(): float(v) for name, v in re.findall(r"([A-Za-z-]+(?: [a-z]+)?) (\d+\.\d+)", line)}
     names = {"joint": "baseline", "ogm_ge": "OGM", "greedy": "Greedy", "mmpareto": "MMPareto", "opm": "OPM",
              "pmr": "PMR"}

@@ -84,12 +84,12 @@ class PMR(Method):
         self._sums, self._counts = {}, {}
 
     def _accumulate(self, features: dict[str, torch.Tensor], labels: torch.Tensor, num_classes: int) -> None:
-        one_hot = F.one_hot(labels, num_classes).to(torch.float32)
         for m, z in features.items():
-            z = z.detach().float()
+            z = z.detach().to(torch.promote_types(z.dtype, torch.float32))  # as prototype_logits measures
+            one_hot = F.one_hot(labels, num_classes).to(z.dtype)
             if m not in self._sums:
-                self._sums[m] = torch.zeros(num_classes, z.shape[1], device=z.device)
-                self._counts[m] = torch.zeros(num_classes, device=z.device)
+                self._sums[m] = torch.zeros(num_classes, z.shape[1], device=z.device, dtype=z.dtype)
+                self._counts[m] = torch.zeros(num_classes, device=z.device, dtype=z.dtype)
             self._sums[m] += one_hot.T @ z
             self._counts[m] += one_hot.sum(0)
 
