@@ -10,6 +10,7 @@ from ..errors import UnknownNameError
 from .base import Method, TrainState  # noqa: F401
 from .baselines import JointLoss, UniformBaseline, Unimodal
 from .gradient_integration import MMPareto, ConventionalPareto, PCGrad
+from .gblending import GBlending
 from .gradnorm import GradNorm
 from .metabalance import MetaBalance
 from .greedy import Greedy, MMTMJoint
@@ -28,6 +29,7 @@ METHODS: dict[str, Callable[..., Method]] = {
     "ogm_ge": OGMGE,
     "opm": OPM,
     "pmr": PMR,
+    "gblending": GBlending,
     "mmtm": MMTMJoint,
     "greedy": Greedy,
 }

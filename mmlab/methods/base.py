@@ -37,7 +37,7 @@ gradients``                encoder)
 ``on_step_end``            Greedy (re-balancing schedule: cuts the cross-modal
                            input into the slower branch for the next steps),
                            GradNorm updates
-``on_epoch_start/end``     OGM-GE window, G-Blending weights (with ``evaluate``),
+``on_epoch_start/end``     OGM-GE window, G-Blending weights (``state.evaluate``),
                            UDI / ReconBoost stages
 ``state_dict``             anything the method must carry across a resume
 =========================  ==================================================
@@ -72,6 +72,9 @@ class TrainState:
     generator: torch.Generator | None = None  # for a method's own randomness (resumable)
     labels: torch.Tensor | None = None  # the current training batch's labels (for ``intervene``)
     logger: Callable[[str, Any], None] | None = None
+    #: ``evaluate(split)``: the metrics of ``"train"``, ``"val"`` or ``"test"`` for the model as it is
+    #: now (the ``evaluate`` that ``on_epoch_end`` receives, for hooks that need it earlier)
+    evaluate: Callable[[str], dict] | None = None
 
     def log(self, name: str, value: Any) -> None:
         """Record ``value`` (number or 0-d tensor) under ``name``; averaged per epoch."""

@@ -36,6 +36,12 @@ class ResidentBatches:
         other.seed = seed
         return other
 
+    def for_evaluation(self, batch_size: int) -> "ResidentBatches":
+        """The same samples (the same tensors, not a copy) in their order, without augmentation."""
+        other = copy.copy(self)
+        other.batch_size, other.shuffle, other.transform = batch_size, False, None
+        return other
+
     def __len__(self) -> int:
         full, rest = divmod(self.num_samples, self.batch_size)
         return full + (1 if rest >= 2 else 0)  # a last batch of one sample would break BatchNorm

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from ..config import RunConfig
 from ..data.registry import get_dataset
-from ..errors import NonFiniteLossError, TimeLimitReached
+from ..errors import NonFiniteLossError, TimeLimitReached, UnknownNameError
 from ..methods import Method, TrainState, build_method
 from ..metrics import accuracy, cosine, global_norm, macro_f1
 from ..models import ModelOutput, MultimodalClassifier, ParameterGroups, build_model
@@ -111,16 +111,20 @@ class _EpochLog:
 @torch.no_grad()
 def evaluate(model: MultimodalClassifier, batches: ResidentBatches, num_classes: int,
              prefix: str) -> dict[str, float]:
-    """Fused accuracy and macro-F1, and each modality's accuracy: from its
-    unimodal head when the model has one, else from its share ``s^m`` of the
-    fused logits (``share_acc`` is logged for every model)."""
+    """Fused accuracy, macro-F1 and cross-entropy, and each modality's accuracy: from its
+    unimodal head when the model has one (with that head's cross-entropy,
+    ``loss/unimodal/<m>``), else from its share ``s^m`` of the fused logits
+    (``share_acc`` is logged for every model)."""
     was_training = model.training
     model.eval()
     preds, share_preds, head_preds, labels_all = [], defaultdict(list), defaultdict(list), []
     loss_sum = 0.0
+    head_loss_sums: dict[str, torch.Tensor] = defaultdict(float)
     for inputs, labels in batches.epoch():
         out = model(inputs)
         loss_sum += torch.nn.functional.cross_entropy(out.logits, labels, reduction="sum")
+        for m, h in out.unimodal_logits.items():
+            head_loss_sums[m] += torch.nn.functional.cross_entropy(h, labels, reduction="sum")
         preds.append(out.logits.argmax(1))
         for m, s in out.shares.items():
             share_preds[m].append(s.argmax(1))
@@ -140,6 +144,7 @@ def evaluate(model: MultimodalClassifier, batches: ResidentBatches, num_classes:
         metrics[f"{prefix}/share_acc/{m}"] = share_acc
         if m in head_preds:
             metrics[f"{prefix}/acc/{m}"] = accuracy(torch.cat(head_preds[m]), y)
+            metrics[f"{prefix}/loss/unimodal/{m}"] = float(head_loss_sums[m]) / len(y)
         elif len(model.modalities) == 1:
             metrics[f"{prefix}/acc/{m}"] = metrics[f"{prefix}/acc"]
         else:
@@ -284,7 +289,15 @@ def _train_runs(configs: list[RunConfig], methods: list[Method] | None, *, devic
         stacked = StackedEncoders([r.model for r in runs])
 
     def run_eval(run: _Run, split: str) -> dict[str, float]:
+        if split not in eval_batches:
+            if split != "train":
+                raise UnknownNameError("split", split, ["train", "val", "test"])
+            # the training samples in their order, without augmentation, and no extra copy of them
+            eval_batches["train"] = train_batches.for_evaluation(eval_batch_size(device))
         return evaluate(run.model, eval_batches[split], spec.num_classes, split)
+
+    for run in runs:  # a method may evaluate at any of its hooks (G-Blending, before an epoch)
+        run.state.evaluate = lambda split, run=run: run_eval(run, split)
 
     measure = first.measure_imbalance  # the greedy-learner measures (chapter 2), if asked for
     if measure:
