@@ -60,8 +60,9 @@ def final_table(records: Iterable[dict] | Mapping[str, dict], split: str = "test
         row = {"method": record["label"], "seed": record["config"]["seed"],
                "epochs": final["epoch"], "profile": record["config"]["profile"]}
         for name, value in final.items():
-            if name.startswith(f"{split}/") and "/share_acc" not in name and not name.endswith("/loss"):
-                row[name[len(split) + 1:]] = 100 * value
+            metric = name[len(split) + 1:]
+            if name.startswith(f"{split}/") and metric.split("/")[0] not in ("share_acc", "loss"):  # losses: no %
+                row[metric] = 100 * value
         rows.append(row)
     frame = pd.DataFrame(rows)
     if frame.empty:

@@ -20,7 +20,7 @@ def record(label, seed, acc, gray):
                 "train/loss/unimodal/gray": 0.5, "time/train_s": 3.0},
                {"epoch": 2, "test/acc": acc, "test/acc/gray": gray, "test/loss": 1.0, "train/loss": 1.0}]
     final = {"epoch": 2, "test/acc": acc, "test/acc/gray": gray, "test/f1": acc, "test/loss": 1.0,
-             "test/share_acc/gray": 0.1}
+             "test/share_acc/gray": 0.1, "test/loss/unimodal/gray": 0.7}
     return {"label": label, "config": {"seed": seed, "profile": "smoke"}, "history": history, "final": final}
 
 
@@ -40,6 +40,7 @@ def test_final_table_averages_seeds_in_percent():
     assert math.isclose(table.loc["joint", "acc (%)"], 60.0)
     assert math.isclose(table.loc["joint", "acc std"], (2 * 10**2) ** 0.5)  # sample std of 50, 70
     assert "share_acc/gray (%)" not in table.columns and "loss (%)" not in table.columns
+    assert not [c for c in table.columns if c.startswith("loss")]  # a head's loss is not a percentage
     assert math.isnan(table.loc["uniform", "acc std"])
 
 
