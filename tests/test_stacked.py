@@ -96,7 +96,7 @@ def _close_histories(a, b, rtol=2e-3, atol=2e-3):
 
 @pytest.mark.parametrize("method, options", [
     ("joint", {}), ("uniform", {}), ("mmpareto", {}), ("ogm_ge", {}), ("opm", {}), ("gradnorm", {}), ("pmr", {}),
-    ("gblending", {"super_epoch": 1}), ("unimodal", {"modality": "gray"})])
+    ("gblending", {"super_epoch": 1}), ("agm", {"alpha": 0.5}), ("unimodal", {"modality": "gray"})])
 def test_stacked_runs_are_the_runs_trained_one_by_one(method, options, tiny_config, tmp_path, float64):
     # each a different hook: plain, heads, per-loss gradients, gradient transform with noise,
     # intervention with randomness, a learned loss weighting; one epoch of 8 steps (float64 is slow)

@@ -8,6 +8,7 @@ from typing import Any, Callable, Sequence
 
 from ..errors import UnknownNameError
 from .base import Method, TrainState  # noqa: F401
+from .agm import AGM
 from .baselines import JointLoss, UniformBaseline, Unimodal
 from .gradient_integration import MMPareto, ConventionalPareto, PCGrad
 from .gblending import GBlending
@@ -29,6 +30,7 @@ METHODS: dict[str, Callable[..., Method]] = {
     "ogm_ge": OGMGE,
     "opm": OPM,
     "pmr": PMR,
+    "agm": AGM,
     "gblending": GBlending,
     "mmtm": MMTMJoint,
     "greedy": Greedy,

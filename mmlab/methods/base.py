@@ -32,7 +32,7 @@ hook                       used by
 ``losses``/``total_loss``  every method; G-Blending and GradNorm re-weight
 ``combine_encoder_         MMPareto, MGDA, PCGrad (integrate g_m and g_u per
 gradients``                encoder)
-``transform_gradients``    OGM-GE (scale by k, add GE noise), PMR, AGM; Greedy
+``transform_gradients``    OGM-GE (scale by k, add GE noise), AGM (``state.inputs``); Greedy
                            (reads the branches' learning speeds)
 ``on_step_end``            Greedy (re-balancing schedule: cuts the cross-modal
                            input into the slower branch for the next steps),
@@ -71,6 +71,7 @@ class TrainState:
     step: int = 0  # global optimiser step
     generator: torch.Generator | None = None  # for a method's own randomness (resumable)
     labels: torch.Tensor | None = None  # the current training batch's labels (for ``intervene``)
+    inputs: dict[str, torch.Tensor] | None = None  # and its inputs (AGM evaluates padded copies of them)
     logger: Callable[[str, Any], None] | None = None
     #: ``evaluate(split)``: the metrics of ``"train"``, ``"val"`` or ``"test"`` for the model as it is
     #: now (the ``evaluate`` that ``on_epoch_end`` receives, for hooks that need it earlier)

@@ -421,7 +421,7 @@ def _train_step(runs: list[_Run], batches, stacked, autocast, check_every: int, 
         if stacked is not None:  # every run's encoders in one batched call; the rest per run
             features = stacked({m: torch.stack([inputs[m] for inputs, _ in batches]) for m in stacked.modalities})
         for k, (run, (inputs, labels)) in enumerate(zip(runs, batches)):
-            run.state.labels = labels
+            run.state.labels, run.state.inputs = labels, inputs
 
             def intervene(f, run=run):
                 return run.method.intervene(f, run.state)
