@@ -55,7 +55,7 @@ def test_the_balancebenchmark_figures_are_the_ones_in_the_reference_document():
     line = next(text for text in PUBLISHED_MD.read_text().splitlines() if text.startswith("- BalanceBenchmark"))
     quoted = {name.strip(): float(v) for name, v in re.findall(r"([A-Za-z-]+(?: [a-z]+)?) (\d+\.\d+)", line)}
     names = {"joint": "baseline", "ogm_ge": "OGM", "greedy": "Greedy", "mmpareto": "MMPareto", "opm": "OPM",
-             "pmr": "PMR", "gblending": "G-Blending"}
+             "pmr": "PMR", "gblending": "G-Blending", "agm": "AGM"}
     ours = {m: v for source, m, v in CREMAD_OTHER_PROTOCOLS if source.startswith("BalanceBenchmark")}
     assert set(ours) == set(names)
     assert all(quoted[names[m]] == v for m, v in ours.items())
