@@ -54,10 +54,13 @@ CASES = {
     "unimodal-gray": dict(method="unimodal", method_options={"modality": "gray"}),
     "ogm_ge": dict(method="ogm_ge"),
     "opm": dict(method="opm"),
+    "pmr": dict(method="pmr"),
+    "agm": dict(method="agm"),
     "mgda": dict(method="mgda"),
     "pcgrad": dict(method="pcgrad"),
     "gradnorm": dict(method="gradnorm"),
     "metabalance": dict(method="metabalance"),
+    "gblending": dict(method="gblending", method_options={"super_epoch": 1}),
     "mmpareto": dict(method="mmpareto"),
     "mmtm": dict(method="mmtm"),
     "greedy": dict(method="greedy"),
@@ -73,11 +76,14 @@ CASES = {
 GPU_ONLY = {"cremad_shaped uniform", "cremad_shaped uniform bf16"}
 PLAIN = {"uniform, 3 seeds stacked": "uniform",
          "ogm_ge": "joint", "opm": "joint", "mgda": "uniform", "pcgrad": "uniform", "gradnorm": "uniform",
-         "metabalance": "uniform", "mmpareto": "uniform", "greedy": "mmtm"}
+         "metabalance": "uniform", "mmpareto": "uniform", "greedy": "mmtm", "pmr": "joint", "agm": "joint",
+         "gblending": "uniform"}
 # The bare loop trains with the method's plain losses (fused CE, plus the unimodal CEs where the
 # method has heads): for OGM-GE that is one joint loss, for MGDA, PCGrad and MMPareto the uniform
 # baseline. Their ratio is therefore their cost over the plain method they modify. MMTM and Greedy
 # train the model with cross-modal modules (the bare loop too); Greedy's plain method is `mmtm`.
+# PMR and AGM modify the one joint loss; G-Blending (re-weighted every epoch here, so that its two
+# evaluation passes per super-epoch are counted at their most frequent) the uniform baseline.
 
 
 def _sync(device):
