@@ -43,7 +43,8 @@ def blending_weights(generalization: torch.Tensor, overfitting_change: torch.Ten
     if not bool((gain > 0).any()):
         return None
     raw = gain / overfitting_change.square().clamp_min(eps)
-    return total * raw / raw.sum()
+    raw = raw / raw.max()  # scale first: a sum of tiny (subnormal) ratios must not underflow to zero
+    return raw / raw.sum() * total
 
 
 def loss_names(modalities) -> list[str]:
