@@ -57,8 +57,9 @@ PROFILES: dict[str, Profile] = {
         description="CI: 4k images, 3 epochs, lr 1e-2 (seconds); proves the code runs, not what it achieves",
         train_size=4000, val_size=500, test_size=1000, epochs=3, batch_size=64,
         lr=1e-2, momentum=0.9, weight_decay=1e-4, seeds=(0,), grad_probe_every=8,
+        # at least two epochs everywhere: one for each stage of pretrain_finetune
         datasets={"avdigits": dict(train_size=1000, val_size=300, test_size=1000, epochs=2),
-                  "cremad": dict(train_size=64, val_size=16, test_size=64, epochs=1)},
+                  "cremad": dict(train_size=64, val_size=16, test_size=64, epochs=2)},
     ),
     "quick": Profile(
         name="quick",

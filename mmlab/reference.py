@@ -41,12 +41,10 @@ MMPARETO_TABLE1_SOURCE = (
 )
 
 # method label in mmlab -> (accuracy %, audio accuracy %, visual accuracy %); None = not reported.
-# The pre-train & fine-tune row is published too, but not implemented in mmlab yet: it is listed
-# so that the reproduction table shows it as such, never as numbers of ours.
 CREMAD_PUBLISHED: dict[str, tuple[float | None, float | None, float | None]] = {
     "unimodal-audio": (None, 61.69, None),
     "unimodal-visual": (None, None, 56.05),
-    "pretrain-finetune": (71.51, 60.08, 60.22),  # unimodal pre-training, then multimodal fine-tuning
+    "pretrain_finetune": (71.51, 60.08, 60.22),  # unimodal pre-training, then multimodal fine-tuning
     "joint": (66.13, 59.27, 36.56),
     "uniform": (71.10, 63.44, 51.34),
     "gblending": (72.01, 60.62, 52.23),

@@ -14,7 +14,7 @@ CGMNIST_ROWS = {"One joint loss": "joint", "Uniform baseline (L_mm + sum of L_u)
                 "Conventional Pareto (MGDA, Sener & Koltun 2018)": "mgda", "GradNorm": "gradnorm",
                 "PCGrad": "pcgrad", "MetaBalance": "metabalance", "MMPareto": "mmpareto"}
 CREMAD_ROWS = {"Audio-only": "unimodal-audio", "Video-only": "unimodal-visual",
-               "Unimodal pre-trained & fine-tune": "pretrain-finetune", "One joint loss": "joint",
+               "Unimodal pre-trained & fine-tune": "pretrain_finetune", "One joint loss": "joint",
                "Uniform baseline": "uniform", "G-Blending": "gblending", "OGM(-GE)": "ogm_ge",
                "Greedy": "greedy", "PMR": "pmr", "AGM": "agm", "MMPareto": "mmpareto"}
 

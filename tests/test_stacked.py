@@ -96,11 +96,13 @@ def _close_histories(a, b, rtol=2e-3, atol=2e-3):
 
 @pytest.mark.parametrize("method, options", [
     ("joint", {}), ("uniform", {}), ("mmpareto", {}), ("ogm_ge", {}), ("opm", {}), ("gradnorm", {}), ("pmr", {}),
-    ("gblending", {"super_epoch": 1}), ("agm", {"alpha": 0.5}), ("unimodal", {"modality": "gray"})])
+    ("gblending", {"super_epoch": 1}), ("agm", {"alpha": 0.5}), ("unimodal", {"modality": "gray"}),
+    ("pretrain_finetune", {"pretrain_epochs": 1})])
 def test_stacked_runs_are_the_runs_trained_one_by_one(method, options, tiny_config, tmp_path, float64):
     # each a different hook: plain, heads, per-loss gradients, gradient transform with noise,
     # intervention with randomness, a learned loss weighting; one epoch of 8 steps (float64 is slow)
-    configs = [tiny_config(method, seed=seed, method_options=options, epochs=1) for seed in (0, 1)]
+    epochs = 2 if method == "pretrain_finetune" else 1  # one epoch of each stage
+    configs = [tiny_config(method, seed=seed, method_options=options, epochs=epochs) for seed in (0, 1)]
     together = train_stacked(configs, checkpoint_dir=tmp_path / "together", progress=False)
     for config, record in zip(configs, together):
         alone = train(config, checkpoint_dir=tmp_path / "alone", progress=False)

@@ -17,11 +17,13 @@ from .metabalance import MetaBalance
 from .greedy import Greedy, MMTMJoint
 from .ogm import OGMGE, OPM
 from .pmr import PMR
+from .pretrain_finetune import PretrainFinetune
 
 METHODS: dict[str, Callable[..., Method]] = {
     "joint": JointLoss,
     "unimodal": Unimodal,
     "uniform": UniformBaseline,
+    "pretrain_finetune": PretrainFinetune,
     "mgda": ConventionalPareto,
     "pcgrad": PCGrad,
     "gradnorm": GradNorm,
