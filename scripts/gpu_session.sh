@@ -4,7 +4,7 @@
 #
 #   here:  scripts/remote_sweep.sh prepare cgmnist        # data + unfinished checkpoints -> .remote/
 #   there: OUT=/out scripts/gpu_session.sh [BENCH_SECONDS] [SWEEP_LIMIT] [JOBS] [STACK] [GRAPH_SECONDS]
-#          [PARALLEL_SECONDS]   (defaults 150 6m 8 3 60 90)
+#          [PARALLEL_SECONDS]   (defaults 150 6m 8 3 60 90; SWEEP_LIMIT 0: the benchmarks only)
 #   here:  scripts/remote_sweep.sh collect FOLDER; cp FOLDER/benchmarks/*.json results/benchmarks/
 #
 # The benchmark runs alone on the GPU first (8,192-sample epochs, two repeats; it writes its record
@@ -44,5 +44,6 @@ nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1 || true
     || echo "side-by-side benchmark stopped at ${parallel_seconds} s"
 )
 rm -rf "$OUT/bench-checkpoints"
+if [[ "$limit" == 0 ]]; then echo "SWEEP_LIMIT 0: benchmarks only, no sweep part"; exit 0; fi
 OUT="$OUT" scripts/remote_sweep.sh run "$limit" --plan --dataset cgmnist --profile full --device "$device" --jobs "$jobs" \
   --stack "$stack"
