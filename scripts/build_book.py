@@ -269,13 +269,17 @@ def benchmarks_page() -> str:
     if not records:
         lines.append("No benchmark records are in `results/benchmarks/` yet.")
     for path, rec in records:
+        datasets = sorted({row.get("dataset", "cgmnist") for row in rec["rows"]})
         lines += [
-            f"## {rec['device']}",
+            f"## {rec['device']}: {', '.join(DATASET_TITLES.get(d, d) for d in datasets)}",
             "",
             f"torch {rec['torch_version']}, {rec.get('threads', '?')} CPU thread(s), commit `{_commit_cell(rec)}`"
             + f", measured {rec['finished_at']}; record `{path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}`.",
             "",
         ]
+        if rec.get("complete") is False:
+            lines += ["This record was cut short (the benchmark stopped at its time limit): the cases it lacks were",
+                      "not measured in this run.", ""]
         lines += _markdown_table(
             ["case", ("samples / epoch", "r"), ("batch", "r"), ("loop (samples/s)", "r"), ("bare (samples/s)", "r"),
              ("ratio", "r"), "vs the plain method in the loop", ("peak memory (MB)", "r")],
@@ -290,6 +294,10 @@ def benchmarks_page() -> str:
     lines += parallel_section(benchmark_records(BENCHMARKS, "parallel"))
     lines += graph_section(benchmark_records(BENCHMARKS, "graph"))
     return "\n".join(lines)
+
+
+#: how the throughput sections name the datasets of their cases
+DATASET_TITLES = {"cgmnist": "CG-MNIST", "cremad_shaped": "CREMA-D-shaped", "avdigits": "audio-visual digits"}
 
 
 def _markdown_table(columns: list, rows: list[list]) -> list[str]:

@@ -70,7 +70,7 @@ def test_benchmark_page_shows_throughput_and_table_records(tmp_path, monkeypatch
         "profile": "quick", "datasets": ["cgmnist", "avdigits"], "runs": 24, "device": "cpu", "cores": 2,
         "jobs": 2, "total_wall_min": 27.25, "all_done": True, "git_commit": "def", "git_dirty": False}))
     page = build_book.benchmarks_page()
-    assert "| uniform | 4096 | 64 | 1234 |" in page
+    assert "| uniform | 4096 | 64 | 1234 |" in page and "## cpu: CG-MNIST" in page and "cut short" not in page
     assert "| quick | cgmnist, avdigits | 24 | cpu | 2 | 2 | 27.2 | yes | `def` |" in page
     assert "No record of it is in `results/benchmarks/` yet (it needs a GPU)" in page
     (tmp_path / "cuda-graph-cuda-H200.json").write_text(json.dumps({
@@ -156,3 +156,19 @@ def test_bench_parallel_runs_workers_at_once(tmp_path):
                                     test_size=32, grad_probe_every=0)
     each = bench.side_by_side(config, "cpu", 2, 2)  # two spawned workers, one thread each, real training
     assert len(each) == 2 and all(rate > 0 for rate in each)
+
+
+def test_benchmark_page_names_each_records_datasets_and_says_when_one_was_cut_short(tmp_path, monkeypatch):
+    build_book = _load(REPO / "scripts" / "build_book.py", "build_book")
+    monkeypatch.setattr(build_book, "BENCHMARKS", tmp_path)
+    row = {"case": "uniform", "samples_per_epoch": 4096, "batch_size": 64, "loop_samples_per_s": 1234.0,
+           "bare_samples_per_s": 1300.0, "ratio": 0.949, "peak_memory_mb": 1000.0}
+    common = {"device": "cuda (H200)", "torch_version": "2", "git_commit": "abc", "finished_at": "now"}
+    (tmp_path / "cuda-H200.json").write_text(json.dumps({**common, "complete": False, "rows": [row]}))
+    (tmp_path / "cuda-H200-cremad.json").write_text(json.dumps({
+        **common, "complete": True, "rows": [{**row, "case": "cremad_shaped uniform", "dataset": "cremad_shaped"}]}))
+    page = build_book.benchmarks_page()
+    assert "## cuda (H200): CG-MNIST\n" in page and "## cuda (H200): CREMA-D-shaped\n" in page
+    assert page.count("This record was cut short") == 1
+    cgmnist_section = page.split("## cuda (H200): CG-MNIST")[1].split("\n## ")[0]
+    assert "This record was cut short" in cgmnist_section  # under the record it is about
