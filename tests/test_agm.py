@@ -6,14 +6,15 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 from hypothesis import given, settings, strategies as st
 
 from conftest import straight_and_resumed, without_timing
 from mmlab.data.registry import get_dataset
 from mmlab.methods import TrainState, build_method
-from mmlab.methods.agm import (agm_coefficient, coalition_outputs, competition_ratios, mono_modal_scores,
-                               shapley_outputs)
-from mmlab.models import build_model
+from mmlab.methods.agm import (additive_coalition_outputs, agm_coefficient, coalition_outputs, competition_ratios,
+                               has_additive_fusion, mono_modal_scores, shapley_outputs)
+from mmlab.models import ConcatFusion, MultimodalClassifier, build_model
 
 
 def _random_game(names, seed, classes=4, batch=3):
@@ -75,6 +76,38 @@ def test_for_late_fusion_the_response_is_the_share_minus_the_share_of_a_padded_i
     for m in model.modalities:
         expected = out.shares[m] - zero.shares[m] + zero.logits / 2
         torch.testing.assert_close(responses[m], expected, rtol=1e-5, atol=1e-5)
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.integers(2, 4), st.integers(1, 7), st.integers(0, 10_000))
+def test_one_evaluation_pass_gives_every_coalition_of_an_additive_model(count, batch, seed):
+    # M modalities, encoders with biases and BatchNorm (running statistics moved by a training pass), so that
+    # a blank input's feature is not zero and evaluation mode differs from training mode
+    torch.manual_seed(seed)
+    names = [f"m{i}" for i in range(count)]
+    encoders = {m: nn.Sequential(nn.Linear(5, 8), nn.BatchNorm1d(8), nn.Tanh()) for m in names}
+    for encoder in encoders.values():
+        nn.init.normal_(encoder[0].bias)
+    model = MultimodalClassifier(encoders, ConcatFusion({m: 8 for m in names}, 4))
+    model({m: 3 * torch.randn(16, 5) + 1 for m in names})
+    inputs = {m: torch.randn(batch, 5) for m in names}
+    assert has_additive_fusion(model)
+    fast, padded = additive_coalition_outputs(model, inputs), coalition_outputs(model, inputs)
+    assert model.training and set(fast) == set(padded) and len(fast) == 2 ** count
+    for coalition in padded:
+        torch.testing.assert_close(fast[coalition], padded[coalition], rtol=1e-5, atol=1e-5)
+
+
+def test_agm_takes_the_one_pass_only_where_the_fusion_is_additive():
+    spec = get_dataset("cgmnist")
+    late, mmtm = build_model(spec, ["gray", "color"], False), build_model(spec, ["gray", "color"], False, fusion="mmtm")
+    assert has_additive_fusion(late) and not has_additive_fusion(mmtm)
+    with pytest.raises(ValueError, match="coalition_outputs"):
+        additive_coalition_outputs(mmtm, _inputs())
+    for model, additive in [(late, True), (mmtm, False)]:
+        method = build_method("agm")
+        method.setup(_state(model, _inputs())[0])
+        assert method.additive is additive
 
 
 def test_scores_are_the_mean_cross_entropy_with_a_floor():

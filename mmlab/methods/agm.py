@@ -31,6 +31,11 @@ common factor ``(k^a + k^v) / 2`` for every parameter: chapter 3 derives it and 
 the sign of ``r`` is that of ``GradMod``'s two-modality branch (BalanceBenchmark's active trainer forms the
 ratio with the opposite sign, which slows a modality that is further *behind* than usual); no gradient
 clipping. ``alpha = 0.1`` is BalanceBenchmark's default.
+
+The cost: ``2^M`` forward passes per step in general (:func:`coalition_outputs`). Under the book's late
+concatenation fusion every ``f(S)`` is a sum of the shares of the batch and of a blank sample, so
+:class:`AGM` takes them from one evaluation pass (:func:`additive_coalition_outputs`, chapter 3 derives
+it); a model whose encoders see each other (MMTM) gets the ``2^M`` passes.
 """
 
 from __future__ import annotations
@@ -42,7 +47,7 @@ from typing import Any, Mapping, Sequence
 import torch
 import torch.nn.functional as F
 
-from ..models import ModelOutput, MultimodalClassifier
+from ..models import ConcatFusion, ModelOutput, MultimodalClassifier
 from .base import Method, TrainState
 
 
@@ -59,6 +64,39 @@ def coalition_outputs(model: MultimodalClassifier, inputs: Mapping[str, torch.Te
             for coalition in itertools.combinations(names, size):
                 padded = {m: x if m in coalition else torch.zeros_like(x) for m, x in inputs.items()}
                 outputs[frozenset(coalition)] = model(padded).logits.float()
+        return outputs
+    finally:
+        model.train(was_training)
+
+
+def has_additive_fusion(model: MultimodalClassifier) -> bool:
+    """Whether ``f`` is a sum of per-modality shares of independent encoders (late concatenation fusion):
+    then :func:`additive_coalition_outputs` gives every ``f(S)`` without ``2^M`` forward passes."""
+    return isinstance(model.fusion, ConcatFusion) and type(model).encode is MultimodalClassifier.encode
+
+
+@torch.no_grad()
+def additive_coalition_outputs(model: MultimodalClassifier, inputs: Mapping[str, torch.Tensor]
+                               ) -> dict[frozenset, torch.Tensor]:
+    """:func:`coalition_outputs` for a model with additive fusion, from one forward pass in evaluation mode.
+
+    Under late fusion ``f(S) = sum_{m in S} s^m(x^m) + sum_{m not in S} s^m(0)`` (chapter 3, Eq. *eq-agm-late*):
+    the shares of the batch, and those of one blank sample (in evaluation mode a sample's output does not
+    depend on the rest of its batch), give every coalition. ``1 + 1/B`` forward passes instead of ``2^M``."""
+    if not has_additive_fusion(model):
+        raise ValueError(f"{type(model).__name__} does not fuse its modalities additively: use coalition_outputs")
+    was_training = model.training
+    model.eval()
+    try:
+        names = list(model.modalities)
+        present = model(inputs).shares
+        blank = model({m: torch.zeros_like(x[:1]) for m, x in inputs.items()}).shares
+        outputs = {}
+        for size in range(len(names) + 1):
+            for coalition in itertools.combinations(names, size):
+                outputs[frozenset(coalition)] = sum(
+                    (present[m] if m in coalition else blank[m]).float() for m in names
+                ).expand_as(present[names[0]]).contiguous()
         return outputs
     finally:
         model.train(was_training)
@@ -128,11 +166,13 @@ class AGM(Method):
         self.score_sums: torch.Tensor | None = None  # sum over the steps so far of each s^m
         self.steps = 0
         self.names: list[str] = []
+        self.additive = False
 
     def setup(self, state: TrainState) -> None:
         self.names = list(state.model.modalities)
         if len(self.names) < 2:
             raise ValueError("AGM needs at least two modalities")
+        self.additive = has_additive_fusion(state.model)  # then one evaluation pass gives every coalition
         dtype = torch.float32 if state.device.type == "mps" else torch.float64  # MPS has no float64
         self.score_sums = torch.zeros(len(self.names), dtype=dtype, device=state.device)  # no sync per step
 
@@ -148,7 +188,8 @@ class AGM(Method):
     def transform_gradients(self, output: ModelOutput, labels: torch.Tensor, state: TrainState) -> None:
         if state.inputs is None:
             raise RuntimeError("AGM needs the batch's inputs (TrainState.inputs)")
-        responses = shapley_outputs(coalition_outputs(state.model, state.inputs), self.names)
+        coalitions = (additive_coalition_outputs if self.additive else coalition_outputs)(state.model, state.inputs)
+        responses = shapley_outputs(coalitions, self.names)
         scores = mono_modal_scores(responses, labels)
         ratios = competition_ratios(scores)
         reference = self.reference_ratios()
