@@ -165,6 +165,8 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=3,
                         help="alternate loop and bare measurements this many times; report medians")
     parser.add_argument("--out", default=None)
+    parser.add_argument("--note", default=None,
+                        help="what the record should say about the conditions, e.g. other work on the machine")
     args = parser.parse_args(argv)
     device = pick_device(args.device)
     samples = args.samples or (55000 if device.type == "cuda" else 4096)
@@ -176,7 +178,8 @@ def main(argv=None) -> int:
     code_version = git_commit()  # the code this benchmark imported
 
     def write(complete: bool) -> None:  # after every case: a benchmark cut short keeps what it measured
-        write_benchmark_record(out, device, rows, complete=complete, code_version=code_version)
+        write_benchmark_record(out, device, rows, complete=complete, code_version=code_version,
+                               **({"note": args.note} if args.note else {}))
 
     for name in cases:
         case = dict(CASES[name])

@@ -266,17 +266,22 @@ def benchmarks_page() -> str:
     from mmlab.book import benchmark_records
 
     records = benchmark_records(BENCHMARKS, "throughput")
+    headings = [_throughput_heading(rec) for _, rec in records]
     if not records:
         lines.append("No benchmark records are in `results/benchmarks/` yet.")
     for path, rec in records:
-        datasets = sorted({row.get("dataset", "cgmnist") for row in rec["rows"]})
+        heading = _throughput_heading(rec)
+        if headings.count(heading) > 1:  # several records of the same device and data: name each by its file
+            heading += f" ({path.stem})"
         lines += [
-            f"## {rec['device']}: {', '.join(DATASET_TITLES.get(d, d) for d in datasets)}",
+            f"## {heading}",
             "",
             f"torch {rec['torch_version']}, {rec.get('threads', '?')} CPU thread(s), commit `{_commit_cell(rec)}`"
             + f", measured {rec['finished_at']}; record `{path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}`.",
             "",
         ]
+        if rec.get("note"):
+            lines += [f"Noted with the measurement: {rec['note']}", ""]
         if rec.get("complete") is False:
             lines += ["This record was cut short (the benchmark stopped at its time limit): the cases it lacks were",
                       "not measured in this run.", ""]
@@ -298,6 +303,12 @@ def benchmarks_page() -> str:
 
 #: how the throughput sections name the datasets of their cases
 DATASET_TITLES = {"cgmnist": "CG-MNIST", "cremad_shaped": "CREMA-D-shaped", "avdigits": "audio-visual digits"}
+
+
+def _throughput_heading(rec: dict) -> str:
+    """A throughput record's section title: its device and the data of its cases."""
+    datasets = sorted({row.get("dataset", "cgmnist") for row in rec["rows"]})
+    return f"{rec['device']}: {', '.join(DATASET_TITLES.get(d, d) for d in datasets)}"
 
 
 def _markdown_table(columns: list, rows: list[list]) -> list[str]:

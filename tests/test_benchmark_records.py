@@ -30,11 +30,13 @@ def test_bench_training_writes_after_every_case_so_a_cut_short_benchmark_keeps_i
 
     monkeypatch.setattr(bench, "loop_throughput", loop)
     out = tmp_path / "cpu.json"
-    argv = ["--device", "cpu", "--cases", "joint", "ogm_ge", "--repeats", "1", "--out", str(out)]
+    argv = ["--device", "cpu", "--cases", "joint", "ogm_ge", "--repeats", "1", "--out", str(out),
+            "--note", "a test"]
     with pytest.raises(KeyboardInterrupt):
         bench.main(argv)
     record = json.loads(out.read_text())
     assert record["complete"] is False and [r["case"] for r in record["rows"]] == ["joint"]
+    assert record["note"] == "a test"
     assert record["rows"][0]["ratio"] == 0.5
 
     monkeypatch.setattr(bench, "loop_throughput", lambda config, device, stack=1: 100.0)
@@ -167,8 +169,12 @@ def test_benchmark_page_names_each_records_datasets_and_says_when_one_was_cut_sh
     (tmp_path / "cuda-H200.json").write_text(json.dumps({**common, "complete": False, "rows": [row]}))
     (tmp_path / "cuda-H200-cremad.json").write_text(json.dumps({
         **common, "complete": True, "rows": [{**row, "case": "cremad_shaped uniform", "dataset": "cremad_shaped"}]}))
+    (tmp_path / "cuda-H200-agm.json").write_text(json.dumps({**common, "note": "beside two other runs", "rows": [row]}))
     page = build_book.benchmarks_page()
-    assert "## cuda (H200): CG-MNIST\n" in page and "## cuda (H200): CREMA-D-shaped\n" in page
-    assert page.count("This record was cut short") == 1
-    cgmnist_section = page.split("## cuda (H200): CG-MNIST")[1].split("\n## ")[0]
+    # two CG-MNIST records of one device: each heading names its file; the note shows under its record
+    assert "## cuda (H200): CG-MNIST (cuda-H200-agm)\n" in page
+    assert "Noted with the measurement: beside two other runs" in page.split("(cuda-H200-agm)")[1].split("\n## ")[0]
+    assert "## cuda (H200): CG-MNIST (cuda-H200)\n" in page and "## cuda (H200): CREMA-D-shaped\n" in page
+    assert page.count("This record was cut short") == 1 and page.count("Noted with") == 1
+    cgmnist_section = page.split("## cuda (H200): CG-MNIST (cuda-H200)")[1].split("\n## ")[0]
     assert "This record was cut short" in cgmnist_section  # under the record it is about
