@@ -28,6 +28,18 @@ def benchmark_records(folder: str | Path, kind: str) -> list[tuple[Path, dict]]:
     return [(p, json.loads(p.read_text())) for p in paths if _benchmark_kind(p.name) == kind]
 
 
+def latest_case_rows(folder: str | Path, case: str) -> dict[str, tuple[dict, dict]]:
+    """``{device: (record, row)}``: the row of ``case`` in the latest throughput record of each device that
+    measured it (by ``finished_at``), as chapters 3 and 4 cite a method's cost."""
+    latest: dict[str, tuple[dict, dict]] = {}
+    for _, rec in benchmark_records(folder, "throughput"):
+        for row in rec["rows"]:
+            if row["case"] == case and (rec["device"] not in latest
+                                        or rec["finished_at"] > latest[rec["device"]][0]["finished_at"]):
+                latest[rec["device"]] = (rec, row)
+    return latest
+
+
 def write_benchmark_record(path: str | Path, device, rows: list[dict], *, complete: bool,
                            code_version: tuple[str | None, bool | None], **fields: Any) -> None:
     """Write a per-case benchmark record (``fields``, then the machine, the code, ``complete`` and

@@ -178,3 +178,18 @@ def test_benchmark_page_names_each_records_datasets_and_says_when_one_was_cut_sh
     assert page.count("This record was cut short") == 1 and page.count("Noted with") == 1
     cgmnist_section = page.split("## cuda (H200): CG-MNIST (cuda-H200)")[1].split("\n## ")[0]
     assert "This record was cut short" in cgmnist_section  # under the record it is about
+
+
+def test_latest_case_rows_takes_each_devices_latest_record_of_the_case(tmp_path):
+    from mmlab.book import latest_case_rows
+
+    def record(name, device, when, cases):
+        (tmp_path / name).write_text(json.dumps({"device": device, "finished_at": when,
+                                                 "rows": [{"case": c, "value": name} for c in cases]}))
+    record("cpu.json", "cpu", "2026-01-01T00:00:00Z", ["agm", "joint"])
+    record("cpu-agm.json", "cpu", "2026-02-01T00:00:00Z", ["agm"])
+    record("cuda-H200.json", "cuda (H200)", "2026-03-01T00:00:00Z", ["joint"])
+    record("cuda-graph-cuda-H200.json", "cuda (H200)", "2026-04-01T00:00:00Z", ["agm"])  # another kind
+    latest = latest_case_rows(tmp_path, "agm")
+    assert {d: row["value"] for d, (_, row) in latest.items()} == {"cpu": "cpu-agm.json"}
+    assert latest_case_rows(tmp_path, "joint")["cpu"][1]["value"] == "cpu.json"
