@@ -45,3 +45,8 @@ class OtherCodeWarning(UserWarning):
     """A cached ``smoke`` or ``quick`` record was made by other code than the code running now
     (its ``source_digest`` differs: the library was edited, or updated, since). It is returned as
     recorded; ``overwrite=True`` (``--overwrite``), or ``make clean``, trains it again."""
+
+
+class NotCapturableError(RuntimeError):
+    """A training step that a CUDA graph cannot replay faithfully (``train(..., cuda_graph=True)``):
+    e.g. a method that logs a Python number per step, which the graph would freeze at its captured value."""

@@ -271,7 +271,7 @@ def run_one(config: RunConfig | Mapping[str, Any], results_root: str | os.PathLi
 def run_unit(configs: Sequence[RunConfig | Mapping[str, Any]], results_root: str | os.PathLike, *,
              device: str | None = None, data_root: str | None = None, overwrite: bool = False,
              threads: int | None = None, progress: bool = False,
-             deadline: float | None = None) -> list[dict[str, Any]]:
+             deadline: float | None = None, cuda_graph: bool = False) -> list[dict[str, Any]]:
     """What one worker does: record one run, or several seeds of one run trained together
     (:func:`mmlab.training.load_or_run_stacked` into ``results_root``), and say how each went.
 
@@ -279,7 +279,8 @@ def run_unit(configs: Sequence[RunConfig | Mapping[str, Any]], results_root: str
     was recorded already, ``failed``), ``test_acc``, ``epochs``, ``resumed``,
     ``wall_s`` (the unit's), ``error`` (one line), ``traceback`` (for unexpected errors), and
     where it ran (``host``, ``pid``, ``threads``). ``deadline`` (a :func:`time.time` value) may stop
-    the runs at an epoch's end: status ``paused``, their checkpoints kept. A failing run is
+    the runs at an epoch's end: status ``paused``, their checkpoints kept; ``cuda_graph`` replays their
+    steps from a CUDA graph (:mod:`mmlab.training.graph`). A failing run is
     reported, not raised, so a sweep goes on; ``KeyboardInterrupt`` still stops it, and
     the runs' checkpoints are kept for the next sweep to resume from.
     """
@@ -314,7 +315,7 @@ def run_unit(configs: Sequence[RunConfig | Mapping[str, Any]], results_root: str
                 pending.append((config, outcome))
         records = training.load_or_run_stacked([c for c, _ in pending], store=store, overwrite=overwrite,
                                                device=device, progress=progress, data_root=data_root,
-                                               deadline=deadline)
+                                               deadline=deadline, cuda_graph=cuda_graph)
         for (_, outcome), record in zip(pending, records):
             note(outcome, record, "done")
     except TimeLimitReached as exc:
@@ -583,6 +584,7 @@ def run_sweep(
     log: Callable[[str], None] | None = None,
     time_limit: float | None = None,
     stack: int | None = None,
+    cuda_graph: bool = False,
 ):
     """Record every run of ``configs`` that is not recorded yet; return the summary
     DataFrame (one row per run, in order: ``done``, ``failed``, ``skipped``, ...).
@@ -600,6 +602,8 @@ def run_sweep(
     yet started when it is reached are ``paused`` too); run the sweep again to go on. ``stack``
     (local backend): train up to that many seeds of a run together in one worker
     (:func:`mmlab.training.train_stacked`: on a GPU, several small models per kernel launch).
+    ``cuda_graph`` (a CUDA device): replay the full-batch steps of capturable methods from a CUDA graph
+    (:mod:`mmlab.training.graph`); the others train eagerly.
     """
     from tqdm.auto import tqdm
 
@@ -614,6 +618,11 @@ def run_sweep(
     if time_limit is not None and backend != "local":
         raise ValueError("time_limit is for the local backend; on SLURM use --slurm-time (a task that "
                          "reaches it is requeued and resumes)")
+    if cuda_graph:
+        from .training import pick_device
+
+        if pick_device(device).type != "cuda":
+            raise ValueError(f"cuda_graph needs a CUDA device; this sweep trains on {pick_device(device)}")
     store = _as_store(store)
     configs = list({config.key: config for config in configs}.values())  # each run once
     status = sweep_status(configs, store, overwrite=overwrite)  # raises on an unreadable record
@@ -634,6 +643,8 @@ def run_sweep(
                       data_root=None if data_root is None else str(Path(data_root).resolve()))
     if time_limit is not None:
         run_kwargs["deadline"] = time.time() + float(time_limit)
+    if cuda_graph:
+        run_kwargs["cuda_graph"] = True
 
     finished: list[dict[str, Any]] = []
 

@@ -91,6 +91,12 @@ class Method:
     needs_unimodal_heads = False
     per_loss_gradients = False
     fusion = "concat"  # the model the method trains: "concat" (late fusion) or "mmtm" (chapter 2)
+    #: whether a CUDA graph may capture this method's training step (mmlab.training.graph): its
+    #: step hooks (intervene, losses, total_loss, combine_encoder_gradients, transform_gradients) are
+    #: tensor functions of the batch and the parameters that never wait for the device, read no host
+    #: state that changes between steps, and log tensors only. Read from the class itself: a subclass
+    #: must declare it again.
+    capturable = False
 
     def modalities(self, available: Sequence[str]) -> list[str]:
         """Which of the dataset's modalities the model is built with."""

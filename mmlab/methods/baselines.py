@@ -22,12 +22,14 @@ class JointLoss(Method):
     """One joint loss: cross-entropy of the fused logits only."""
 
     name = "joint"
+    capturable = True  # its step is tensor functions only (mmlab.training.graph)
 
 
 class Unimodal(Method):
     """Unimodal: a single modality's encoder and classifier, trained alone."""
 
     name = "unimodal"
+    capturable = True
 
     def __init__(self, modality: str):
         self.modality = modality
@@ -43,6 +45,7 @@ class UniformBaseline(Method):
 
     name = "uniform"
     needs_unimodal_heads = True
+    capturable = True
 
     def losses(self, output: ModelOutput, labels: torch.Tensor, state: TrainState) -> dict[str, torch.Tensor]:
         terms = {"multimodal": F.cross_entropy(output.logits, labels)}

@@ -84,6 +84,7 @@ class MMPareto(UniformBaseline):
 
     name = "mmpareto"
     per_loss_gradients = True
+    capturable = True  # torch.where for the conflict cases: no host branch, no sync
 
     def __init__(self, gamma: float = 1.5, granularity: str = "encoder"):
         if granularity not in ("encoder", "tensor"):
@@ -108,6 +109,7 @@ class ConventionalPareto(UniformBaseline):
 
     name = "mgda"
     per_loss_gradients = True
+    capturable = True
 
     def combine_encoder_gradients(self, modality, grads, state: TrainState) -> Gradient:
         g_m, g_u = grads["multimodal"], grads[f"unimodal/{modality}"]
@@ -131,6 +133,7 @@ class PCGrad(UniformBaseline):
 
     name = "pcgrad"
     per_loss_gradients = True
+    capturable = True
 
     def combine_encoder_gradients(self, modality, grads, state: TrainState) -> Gradient:
         return pcgrad_pair(grads["multimodal"], grads[f"unimodal/{modality}"])

@@ -13,7 +13,8 @@ from .loop import evaluate, per_loss_encoder_gradients, train, train_stacked  # 
 
 def load_or_run(config: RunConfig, *, store=None, overwrite: bool = False, device=None,
                 progress: bool = True, data_root: str | None = None,
-                keep_weights: bool = False, deadline: float | None = None) -> dict[str, Any]:
+                keep_weights: bool = False, deadline: float | None = None,
+                cuda_graph: bool = False) -> dict[str, Any]:
     """The stored record of ``config`` if there is one; else train, store, return it.
 
     With ``overwrite=True`` the run is trained again and replaces the record.
@@ -21,7 +22,8 @@ def load_or_run(config: RunConfig, *, store=None, overwrite: bool = False, devic
     once the record is safely written. With ``keep_weights=True`` the final
     model weights are kept beside the record (``ResultsStore.weights_path``);
     a stored record whose weights were not kept is then trained again. ``deadline``: as for
-    :func:`train` (the run may stop early with :class:`~mmlab.errors.TimeLimitReached`).
+    :func:`train` (the run may stop early with :class:`~mmlab.errors.TimeLimitReached`); ``cuda_graph``
+    as well (steps replayed from a CUDA graph, :mod:`mmlab.training.graph`).
     """
     from ..results import ResultsStore, warn_if_other_code
 
@@ -33,14 +35,14 @@ def load_or_run(config: RunConfig, *, store=None, overwrite: bool = False, devic
             return record
         overwrite = record is not None  # only the weights are missing: train it again
     record = train(config, device=device, progress=progress, data_root=data_root,
-                   checkpoint_dir=store.checkpoint_dir, deadline=deadline)
+                   checkpoint_dir=store.checkpoint_dir, deadline=deadline, cuda_graph=cuda_graph)
     return _store_record(store, record, overwrite=overwrite,
                          weights_path=store.weights_path(config) if keep_weights else None)
 
 
 def load_or_run_stacked(configs: Sequence[RunConfig], *, store=None, overwrite: bool = False, device=None,
                         progress: bool = True, data_root: str | None = None,
-                        deadline: float | None = None) -> list[dict[str, Any]]:
+                        deadline: float | None = None, cuda_graph: bool = False) -> list[dict[str, Any]]:
     """:func:`load_or_run` for several seeds of one run: the stored records of those recorded, and
     the others trained together (:func:`train_stacked`, chapter 7), each stored as it would be
     alone. Returns the records in the order of ``configs``."""
@@ -54,10 +56,11 @@ def load_or_run_stacked(configs: Sequence[RunConfig], *, store=None, overwrite: 
     todo = [config for config in configs if records.get(config.key) is None]
     if len(todo) == 1:  # alone, as load_or_run trains it
         records[todo[0].key] = load_or_run(todo[0], store=store, overwrite=overwrite, device=device,
-                                           progress=progress, data_root=data_root, deadline=deadline)
+                                           progress=progress, data_root=data_root, deadline=deadline,
+                                           cuda_graph=cuda_graph)
     elif todo:
         trained = train_stacked(todo, device=device, progress=progress, data_root=data_root,
-                                checkpoint_dir=store.checkpoint_dir, deadline=deadline)
+                                checkpoint_dir=store.checkpoint_dir, deadline=deadline, cuda_graph=cuda_graph)
         for config, record in zip(todo, trained):
             records[config.key] = _store_record(store, record, overwrite=overwrite)
     return [records[config.key] for config in configs]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import os
 import time
+import warnings
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,7 @@ from ..methods import Method, TrainState, build_method
 from ..metrics import accuracy, cosine, global_norm, macro_f1
 from ..models import ModelOutput, MultimodalClassifier, ParameterGroups, build_model
 from .batches import ResidentBatches
+from .graph import CapturedSteps, CudaGraphs, is_capturable
 from .checkpoint import load_checkpoint, save_checkpoint
 from .device import describe_device, pick_device
 
@@ -87,24 +89,36 @@ def _per_loss_gradients_direct(losses: dict[str, torch.Tensor], groups: Paramete
 
 class _EpochLog:
     """Averages logged values over an epoch without a device sync (or even a
-    kernel launch) per step: tensors are kept and reduced once, at the epoch's end."""
+    kernel launch) per step: tensors are kept and reduced once, at the epoch's end.
+    Steps replayed from a CUDA graph hand in sums instead (:meth:`add_total`)."""
 
     def __init__(self):
         self.values: dict[str, list] = defaultdict(list)
+        self.totals: dict[str, list[tuple[torch.Tensor, int]]] = defaultdict(list)
 
     def reset(self) -> None:
         self.values.clear()
+        self.totals.clear()
 
     def __call__(self, name: str, value: Any) -> None:
         self.values[name].append(value.detach() if isinstance(value, torch.Tensor) else float(value))
 
+    def add_total(self, name: str, total: torch.Tensor, count: int) -> None:
+        """``total``: the sum of ``count`` values of ``name`` (a 0-d tensor), each counted as one logged value."""
+        self.totals[name].append((total, count))
+
     def means(self) -> dict[str, float]:
         out = {}
-        for name, values in self.values.items():
-            if isinstance(values[0], torch.Tensor):
+        for name in {**self.values, **self.totals}:
+            values, totals = self.values.get(name, []), self.totals.get(name, [])
+            if not totals and isinstance(values[0], torch.Tensor):
                 out[name] = torch.stack(values).double().mean().item()
-            else:
+            elif not totals:
                 out[name] = sum(values) / len(values)
+            else:
+                parts = [torch.as_tensor(v, dtype=torch.float64).reshape(()).cpu() for v in values]
+                parts += [t.double().cpu() for t, _ in totals]
+                out[name] = torch.stack(parts).sum().item() / (len(values) + sum(c for _, c in totals))
         return out
 
 
@@ -171,6 +185,7 @@ def train(
     progress: bool = True,
     callbacks: Sequence[Callable[[int, dict], None]] = (),
     deadline: float | None = None,
+    cuda_graph: bool | Any = False,
 ) -> dict[str, Any]:
     """Train one run and return its record (see :mod:`mmlab.results`).
 
@@ -182,10 +197,14 @@ def train(
     checkpoint. ``deadline`` (a :func:`time.time` value): no epoch is started that, by the last
     one's duration, would end after it; the run then raises
     :class:`~mmlab.errors.TimeLimitReached` with its checkpoint on disk, to resume later.
+    ``cuda_graph=True`` (a CUDA device): replay the method's full-batch steps from a CUDA graph
+    captured once, if the method is capturable (:mod:`mmlab.training.graph`; others train eagerly,
+    and the record's provenance says which it was). Tests pass an
+    :class:`~mmlab.training.graph.EmulatedGraphs` instead.
     """
     return _train_runs([config], [method] if method is not None else None, device=device,
                        checkpoint_dir=checkpoint_dir, data_root=data_root, progress=progress,
-                       callbacks=callbacks, deadline=deadline, stack=False)[0]
+                       callbacks=callbacks, deadline=deadline, stack=False, cuda_graph=cuda_graph)[0]
 
 
 def train_stacked(
@@ -197,6 +216,7 @@ def train_stacked(
     progress: bool = True,
     callbacks: Sequence[Callable[[int, dict], None]] = (),
     deadline: float | None = None,
+    cuda_graph: bool | Any = False,
 ) -> list[dict[str, Any]]:
     """Train several seeds of one run at once and return their records, in order (chapter 7).
 
@@ -207,7 +227,7 @@ def train_stacked(
     checkpoint written here resumes under :func:`train` as well. Runs that resume from different
     epochs, or a method whose model connects its encoders (Greedy's MMTM), are trained one after
     the other instead. A non-finite loss in one run stops all of them (each keeps its last
-    checkpoint); ``deadline`` is as for :func:`train`.
+    checkpoint); ``deadline`` and ``cuda_graph`` are as for :func:`train`.
     """
     configs = list(configs)
     if not configs:
@@ -218,7 +238,8 @@ def train_stacked(
     if len({c.seed for c in configs}) < len(configs):
         raise ValueError(f"stacked runs need distinct seeds, got {[c.seed for c in configs]}")
     return _train_runs(configs, None, device=device, checkpoint_dir=checkpoint_dir, data_root=data_root,
-                       progress=progress, callbacks=callbacks, deadline=deadline, stack=len(configs) > 1)
+                       progress=progress, callbacks=callbacks, deadline=deadline, stack=len(configs) > 1,
+                       cuda_graph=cuda_graph)
 
 
 @dataclass
@@ -248,7 +269,8 @@ class _Run:
 
 
 def _train_runs(configs: list[RunConfig], methods: list[Method] | None, *, device, checkpoint_dir, data_root,
-                progress: bool, callbacks, deadline: float | None, stack: bool) -> list[dict[str, Any]]:
+                progress: bool, callbacks, deadline: float | None, stack: bool,
+                cuda_graph: bool | Any = False) -> list[dict[str, Any]]:
     from ..provenance import git_commit, source_digest
 
     for config in configs:
@@ -259,6 +281,7 @@ def _train_runs(configs: list[RunConfig], methods: list[Method] | None, *, devic
     spec = get_dataset(first.dataset)
     methods = methods or [build_method(c.method, list(spec.modalities), **c.method_options) for c in configs]
     device = pick_device(device)
+    graphs = _graph_backend(cuda_graph, device)  # refused here, before any data is loaded, on a CPU
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fastest convolutions; GPU runs are not bit-reproducible
     modalities = methods[0].modalities(list(spec.modalities))
@@ -284,7 +307,8 @@ def _train_runs(configs: list[RunConfig], methods: list[Method] | None, *, devic
         if len({r.start_epoch for r in runs}) > 1 or not stackable(runs[0].model):  # one after the other,
             # each with a method object of its own (these ones have been set up on the models above)
             return [_train_runs([c], None, device=device, checkpoint_dir=checkpoint_dir, data_root=data_root,
-                                progress=progress, callbacks=callbacks, deadline=deadline, stack=False)[0]
+                                progress=progress, callbacks=callbacks, deadline=deadline, stack=False,
+                                cuda_graph=cuda_graph)[0]
                     for c in configs]
         stacked = StackedEncoders([r.model for r in runs])
 
@@ -308,8 +332,17 @@ def _train_runs(configs: list[RunConfig], methods: list[Method] | None, *, devic
     else:
         log_learning_speeds = None
 
-    # bf16 autocast (no loss scaling needed: bfloat16 has float32's exponent range)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=first.precision == "bf16")
+    captured = None
+    if graphs is not None and is_capturable(methods[0]) and not measure:
+        captured = CapturedSteps(graphs, runs, lambda batches: _device_step(
+            runs, batches, stacked, autocast, 0, None, False), _step_state)
+    elif graphs is not None:
+        why = "it measures the imbalance every step" if measure else f"method {methods[0].name!r} is not capturable"
+        warnings.warn(f"cuda_graph: {first.label} trains eagerly: {why}", stacklevel=3)
+    # bf16 autocast (no loss scaling needed: bfloat16 has float32's exponent range); a captured step
+    # cannot use autocast's cache of casted weights (it would replay a stale copy)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=first.precision == "bf16",
+                              cache_enabled=graphs is None)
     check_every = 1 if device.type == "cpu" else 25
     label = first.label if len(runs) == 1 else f"{first.label} seeds {','.join(str(c.seed) for c in configs)}"
     start_epoch, last_epoch_s = runs[0].start_epoch, max(r.last_epoch_s for r in runs)
@@ -325,13 +358,20 @@ def _train_runs(configs: list[RunConfig], methods: list[Method] | None, *, devic
             run.model.train()
             run.method.on_epoch_start(run.state)
             run.log.reset()
-            run.correct, run.seen = torch.zeros((), device=device), 0
+            if run.correct is None:
+                run.correct = torch.zeros((), dtype=torch.long, device=device)
+            run.correct.zero_()  # in place: a captured step adds to this very tensor
+            run.seen = 0
+        if captured is not None:
+            captured.start_epoch()
         t_epoch = time.perf_counter()
         wall_epoch = time.time()
         steps = tqdm(zip(*(run.train_batches.epoch(epoch) for run in runs)), total=len(train_batches),
                      leave=False, disable=not progress, desc=f"epoch {epoch + 1}", unit="batch")
         for batches in steps:
-            _train_step(runs, batches, stacked, autocast, check_every, log_learning_speeds)
+            _train_step(runs, batches, stacked, autocast, check_every, log_learning_speeds, captured)
+        if captured is not None:
+            captured.flush()
         train_seconds = time.perf_counter() - t_epoch
         for run in runs:
             epoch_log = run.log.means()  # converting to floats waits for the device: the epoch is done
@@ -372,8 +412,29 @@ def _train_runs(configs: list[RunConfig], methods: list[Method] | None, *, devic
                           source=source, earlier_sources=run.earlier_sources)
         if stacked is not None:
             prov["stacked_runs"] = len(runs)  # trained together: the wall time is the group's
+        if graphs is not None:  # how this process trained: steps replayed from a graph, if any
+            prov["cuda_graph"] = {"backend": graphs.name, "captured": captured is not None,
+                                  "replayed_steps": captured.replayed if captured is not None else 0}
         records.append(make_record(run.config, run.history, splits, prov, checkpoint_path=run.checkpoint_path))
     return records
+
+
+def _graph_backend(cuda_graph, device: torch.device):
+    """``None`` (eager steps), CUDA graphs for ``True``, or the backend object given (tests)."""
+    if cuda_graph is None or cuda_graph is False:
+        return None
+    if cuda_graph is True:
+        return CudaGraphs(device)
+    return cuda_graph
+
+
+def _step_state(run: _Run) -> list[torch.Tensor]:
+    """Every tensor a training step of ``run`` changes (parameters, buffers, optimiser state, the
+    epoch's count of correct predictions)."""
+    tensors = list(run.model.state_dict(keep_vars=True).values())
+    for state in run.optimizer.state.values():
+        tensors += [v for v in state.values() if isinstance(v, torch.Tensor)]
+    return tensors + [run.correct]
 
 
 def _prepare_run(config: RunConfig, method: Method, spec, modalities, device: torch.device,
@@ -413,8 +474,30 @@ def _prepare_run(config: RunConfig, method: Method, spec, modalities, device: to
     return run
 
 
-def _train_step(runs: list[_Run], batches, stacked, autocast, check_every: int, log_learning_speeds) -> None:
-    """One optimiser step of every run (see :mod:`mmlab.methods.base` for the hooks' order)."""
+def _train_step(runs: list[_Run], batches, stacked, autocast, check_every: int, log_learning_speeds,
+                captured=None) -> None:
+    """One optimiser step of every run (see :mod:`mmlab.methods.base` for the hooks' order): the device's
+    part eagerly, or replayed by ``captured`` (:class:`~mmlab.training.graph.CapturedSteps`) for a full,
+    non-probe batch; then the host's part."""
+    step, probe_every = runs[0].state.step, runs[0].config.grad_probe_every
+    probe = bool(probe_every) and step % probe_every == 0
+    full = all(len(labels) == run.config.batch_size for run, (_, labels) in zip(runs, batches))
+    if captured is None or probe or not full:
+        _device_step(runs, batches, stacked, autocast, check_every, log_learning_speeds, probe)
+    else:
+        captured.step(batches)
+    for run, (_, labels) in zip(runs, batches):
+        run.state.step += 1
+        run.method.on_step_end(run.state)
+        run.seen += len(labels)
+
+
+def _device_step(runs: list[_Run], batches, stacked, autocast, check_every: int, log_learning_speeds,
+                 probe: bool) -> None:
+    """The device's part of one step of every run: forward, losses, gradients, the method's gradient
+    hooks, the optimiser step and the step's logs. With ``check_every`` 0 it never waits for the
+    device, so a CUDA graph can capture it (:mod:`mmlab.training.graph`); the host's part (step
+    counters, ``on_step_end``) is :func:`_train_step`'s."""
     outputs, all_losses, totals = [], [], []
     with autocast:
         features = None
@@ -436,11 +519,10 @@ def _train_step(runs: list[_Run], batches, stacked, autocast, check_every: int, 
             totals.append(run.method.total_loss(losses, run.state))
     for run, total, losses in zip(runs, totals, all_losses):
         run.last_losses = losses
-        if (run.state.step % check_every == 0) and not torch.isfinite(total):
+        if check_every and (run.state.step % check_every == 0) and not torch.isfinite(total):
             _raise_non_finite(run, run.state.epoch)
         run.optimizer.zero_grad(set_to_none=True)
-    method, step, probe_every = runs[0].method, runs[0].state.step, runs[0].config.grad_probe_every
-    probe = probe_every and step % probe_every == 0
+    method = runs[0].method
     if method.per_loss_gradients or probe:
         if features is None:
             grads = [per_loss_encoder_gradients(outputs[0], all_losses[0], runs[0].groups)]
@@ -457,20 +539,16 @@ def _train_step(runs: list[_Run], batches, stacked, autocast, check_every: int, 
     else:
         torch.autograd.backward(totals)  # one backward pass through the stacked encoders
     for run, output, losses, total, (_, labels) in zip(runs, outputs, all_losses, totals, batches):
-        state = run.state
-        run.method.transform_gradients(output, labels, state)
+        run.method.transform_gradients(output, labels, run.state)
         if log_learning_speeds is not None:
             log_learning_speeds(run.groups, run.log)
         for m, params in run.groups.encoders.items():
             run.log(f"train/grad_norm/{m}", global_norm([p.grad for p in params]))
         run.optimizer.step()
-        state.step += 1
-        run.method.on_step_end(state)
         run.log("train/loss", total)
         for name, value in losses.items():
             run.log(f"train/loss/{name}", value)
         run.correct += (output.logits.detach().argmax(1) == labels).sum()
-        run.seen += len(labels)
 
 
 def stacked_per_loss_encoder_gradients(
