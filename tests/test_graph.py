@@ -53,6 +53,21 @@ def test_replayed_steps_give_the_eager_record(method, tiny_config, tmp_path):
     assert "cuda_graph" not in eager["provenance"]
 
 
+@pytest.mark.parametrize("method", ["ogm_ge", "opm"])
+def test_methods_with_phases_capture_one_graph_per_phase(method, tiny_config, tmp_path):
+    """OGM-GE and OPM act inside their window of epochs only (here the first epoch): a graph per phase,
+    each after its own warm-up, and their random draws (GE noise, OPM's drops) as in the eager run."""
+    config = tiny_config(method, method_options={"window_end": 1}, **SIZES)
+    eager = train(config, checkpoint_dir=tmp_path / "eager", progress=False)
+    graphs = EmulatedGraphs()
+    replayed = train(config, checkpoint_dir=tmp_path / "graph", progress=False, cuda_graph=graphs)
+    # epoch 1: probes 0, 3, 6, 9, last batch 10, warm-up 1, 2, 4 -> 5, 7, 8 replayed;
+    # epoch 2: probes 12, ..., 21 (the last batch), warm-up 11, 13, 14 -> 16, 17, 19, 20
+    assert (graphs.captures, graphs.replays) == (2, 7)
+    _close(without_timing(eager["history"]), without_timing(replayed["history"]))
+    assert any(k.startswith(("train/ogm_coefficient", "train/opm_drop")) for k in replayed["history"][0])
+
+
 def test_the_replayed_run_ends_with_the_eager_weights(tiny_config, tmp_path):
     config = tiny_config("mmpareto", **SIZES)
     train(config, checkpoint_dir=tmp_path / "eager", progress=False)
@@ -90,7 +105,7 @@ def test_a_resumed_replayed_run_gives_the_straight_one(tiny_config, tmp_path):
 
 
 def test_methods_that_are_not_capturable_train_eagerly_and_say_so(tiny_config, tmp_path):
-    config = tiny_config("ogm_ge", **SIZES)
+    config = tiny_config("gradnorm", **SIZES)
     graphs = EmulatedGraphs()
     with pytest.warns(UserWarning, match="not capturable"):
         record = train(config, checkpoint_dir=tmp_path, progress=False, cuda_graph=graphs)
@@ -109,7 +124,7 @@ def test_capturable_is_declared_by_each_class_not_inherited():
     captured = {name for name, factory in METHODS.items()
                 if is_capturable(build_method(name, ["gray", "color"], **({"modality": "gray"}
                                                                             if name == "unimodal" else {})))}
-    assert captured == {"joint", "unimodal", "uniform", "mmpareto", "mgda", "pcgrad"}
+    assert captured == {"joint", "unimodal", "uniform", "mmpareto", "mgda", "pcgrad", "ogm_ge", "opm"}
 
     class Reweighted(UniformBaseline):  # changes a hook, says nothing: not captured
         def total_loss(self, losses, state):

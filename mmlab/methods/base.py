@@ -40,6 +40,9 @@ gradients``                encoder)
 ``on_epoch_start/end``     OGM-GE window, G-Blending weights (``state.evaluate``),
                            UDI / ReconBoost stages
 ``state_dict``             anything the method must carry across a resume
+``capturable``,            a step a CUDA graph may replay (mmlab.training.graph):
+``capture_key``            joint, unimodal, uniform, MMPareto, MGDA, PCGrad;
+                           OGM-GE and OPM (one graph per window phase)
 =========================  ==================================================
 
 Methods log what they want per step with ``state.log(name, value)``; the loop
@@ -101,6 +104,12 @@ class Method:
     def modalities(self, available: Sequence[str]) -> list[str]:
         """Which of the dataset's modalities the model is built with."""
         return list(available)
+
+    def capture_key(self, state: TrainState) -> Any:
+        """The phase of the training whose steps one captured CUDA graph may replay (only for a
+        ``capturable`` method): the step's computation may differ between phases, never within one.
+        Default: one phase."""
+        return None
 
     def setup(self, state: TrainState) -> None:
         """Called once after the model and optimiser exist (and before a resume)."""

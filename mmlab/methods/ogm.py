@@ -54,6 +54,10 @@ class OGMGE(Method):
     """OGM-GE: slow down the dominant modality's encoder, add generalisation noise (Peng et al. 2022)."""
 
     name = "ogm_ge"
+    capturable = True  # one graph inside the modulation window, one outside; GE's noise from state.generator
+
+    def capture_key(self, state: TrainState) -> bool:
+        return self.in_window(state.epoch)
 
     def __init__(self, alpha: float = 0.8, window_start: int = 0, window_end: int = 50,
                  noise: bool = True, conv_only: bool = False, continuous: bool = False):
@@ -109,6 +113,10 @@ class OPM(Method):
     """OPM: drop the dominant modality's features per sample, before fusion (Wei et al., TPAMI 2024)."""
 
     name = "opm"
+    capturable = True  # one graph inside the window, one outside; the drops from state.generator
+
+    def capture_key(self, state: TrainState) -> bool:
+        return self.window[0] <= state.epoch < self.window[1]
 
     def __init__(self, q_base: float = 0.5, strength: float = 0.5, p_exe: float = 0.7,
                  window_start: int = 0, window_end: int = 50):

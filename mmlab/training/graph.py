@@ -12,6 +12,9 @@ single unit; ``benchmarks/bench_cuda_graph.py`` measured 5.3x (uniform baseline)
   Python numbers read during the capture stay fixed, and nothing in the step may wait for the
   device. So only methods that declare ``capturable = True`` on their own class are captured
   (their hooks are tensor functions of the batch and the parameters, and they log tensors only);
+* a method whose step differs between phases of the training (OGM-GE and OPM inside and outside
+  their window of epochs) names the phase (``capture_key``): one graph per phase; the generator a
+  method draws from (``state.generator``) is registered with each graph, so replays draw anew;
 * what stays eager: the first ``warmup_steps`` steps in a process (a capture needs the optimiser's
   buffers and cuDNN's choices to exist), the gradient-probe steps (another computation), the last,
   smaller batch of an epoch (another shape), runs that measure the imbalance measures every step;
@@ -84,10 +87,14 @@ class CudaGraphs:
             yield
         torch.cuda.current_stream(self.device).wait_stream(self.side)
 
-    def capture(self, body: Callable[[], torch.Tensor], state: Callable[[], Sequence[torch.Tensor]]):
+    def capture(self, body: Callable[[], torch.Tensor], state: Callable[[], Sequence[torch.Tensor]],
+                generators: Sequence[torch.Generator] = ()):
         """``(replay, output)``: ``replay()`` launches the recorded step; ``output`` is the static tensor
-        ``body`` returned, refreshed by every replay. Capturing runs nothing."""
+        ``body`` returned, refreshed by every replay. Capturing runs nothing. The methods' generators are
+        registered with the graph, so that every replay draws new random numbers from them."""
         graph = torch.cuda.CUDAGraph()
+        for generator in generators:
+            graph.register_generator_state(generator)
         with torch.cuda.graph(graph):
             output = body()
         return graph.replay, output
@@ -95,8 +102,8 @@ class CudaGraphs:
 
 class EmulatedGraphs:
     """For tests without a GPU: ``capture`` runs the step once to learn its outputs and then puts every
-    tensor of the run's state back (a real capture runs nothing); ``replay`` runs the step again and
-    copies its output into the static one. Everything but the graph itself is exercised."""
+    tensor of the run's state and every generator back (a real capture runs nothing); ``replay`` runs
+    the step again and copies its output into the static one. Everything but the graph itself is exercised."""
 
     name = "emulated"
 
@@ -108,12 +115,16 @@ class EmulatedGraphs:
     def warmup(self):
         yield
 
-    def capture(self, body: Callable[[], torch.Tensor], state: Callable[[], Sequence[torch.Tensor]]):
+    def capture(self, body: Callable[[], torch.Tensor], state: Callable[[], Sequence[torch.Tensor]],
+                generators: Sequence[torch.Generator] = ()):
         before = [t.detach().clone() for t in state()]
+        generator_states = [g.get_state() for g in generators]
         output = body().clone()
         with torch.no_grad():
             for t, saved in zip(state(), before):
                 t.copy_(saved)
+        for g, saved in zip(generators, generator_states):
+            g.set_state(saved)
         self.captures += 1
 
         def replay():
@@ -123,51 +134,64 @@ class EmulatedGraphs:
         return replay, output
 
 
+class _Graph:
+    """One captured step: how to replay it, its static log output and the sums of it over the epoch."""
+
+    def __init__(self, replay, names: list[list[str]], outputs: list[torch.Tensor]):
+        self.replay, self.names, self.outputs = replay, names, outputs
+        self.sums = [torch.zeros_like(o) for o in outputs]
+        self.count = 0
+
+
 class CapturedSteps:
-    """The full-batch, non-probe steps of the runs trained together, replayed from one captured graph.
+    """The full-batch, non-probe steps of the runs trained together, replayed from captured graphs.
 
     ``device_step(batches)`` is the loop's device part of one step of every run; ``run_state(run)`` the
     tensors a step changes (for :class:`EmulatedGraphs`). :meth:`step` runs one step, eagerly or by
-    replay; the loop does the host's part (step counters, ``on_step_end``) either way."""
+    replay; the loop does the host's part (step counters, ``on_step_end``) either way. A method whose
+    step differs between phases of the training (OGM-GE inside and outside its modulation window)
+    names the phase with ``capture_key(state)``: one graph is captured per phase, each after
+    ``warmup_steps`` eager steps of that phase."""
 
     def __init__(self, backend, runs: Sequence, device_step: Callable, run_state: Callable,
                  warmup_steps: int = 3):
         self.backend, self.runs, self.device_step, self.run_state = backend, list(runs), device_step, run_state
-        self.warmup_left = warmup_steps
-        self.replay = None
+        self.warmup_steps = warmup_steps
+        self.warmup_left: dict[Any, int] = {}
+        self.graphs: dict[Any, _Graph] = {}
         self.static_batches = None
-        self.names: list[list[str]] = []
-        self.outputs: list[torch.Tensor] = []
-        self.sums: list[torch.Tensor] = []
-        self.count = 0
-        self.replayed = 0  # steps replayed from the graph, over the whole training (provenance)
+        self.replayed = 0  # steps replayed from a graph, over the whole training (provenance)
 
     def step(self, batches) -> bool:
         """Train one full-batch, non-probe step of every run; False if it ran eagerly."""
-        if self.replay is None and self.warmup_left > 0:
-            self.warmup_left -= 1
+        key = self.runs[0].method.capture_key(self.runs[0].state)
+        graph = self.graphs.get(key)
+        if graph is None and self.warmup_left.setdefault(key, self.warmup_steps) > 0:
+            self.warmup_left[key] -= 1
             with self.backend.warmup():
                 self.device_step(batches)
             return False
-        if self.replay is None:
-            self._capture(batches)
-        for (static_inputs, static_labels), (inputs, labels) in zip(self.static_batches, batches):
-            for m, x in inputs.items():
-                static_inputs[m].copy_(x)
-            static_labels.copy_(labels)
+        if self.static_batches is None:
+            self.static_batches = [({m: x.clone() for m, x in inputs.items()}, labels.clone())
+                                   for inputs, labels in batches]
+        else:
+            for (static_inputs, static_labels), (inputs, labels) in zip(self.static_batches, batches):
+                for m, x in inputs.items():
+                    static_inputs[m].copy_(x)
+                static_labels.copy_(labels)
+        if graph is None:
+            graph = self.graphs[key] = self._capture()
         for run, (static_inputs, static_labels) in zip(self.runs, self.static_batches):
             run.state.inputs, run.state.labels = static_inputs, static_labels  # as an eager step leaves them
-        self.replay()
+        graph.replay()
         with torch.no_grad():
-            for total, output in zip(self.sums, self.outputs):
+            for total, output in zip(graph.sums, graph.outputs):
                 total.add_(output)
-        self.count += 1
+        graph.count += 1
         self.replayed += 1
         return True
 
-    def _capture(self, batches) -> None:
-        self.static_batches = [({m: x.clone() for m, x in inputs.items()}, labels.clone())
-                               for inputs, labels in batches]
+    def _capture(self) -> _Graph:
         recorders = [StepRecorder(run.method.name) for run in self.runs]
 
         def body() -> torch.Tensor:
@@ -186,23 +210,24 @@ class CapturedSteps:
         def state() -> list[torch.Tensor]:
             return [t for run in self.runs for t in self.run_state(run)]
 
-        self.replay, output = self.backend.capture(body, state)
+        generators = [run.state.generator for run in self.runs if run.state.generator is not None]
+        replay, output = self.backend.capture(body, state, generators)
         sizes = [len(r.names) for r in recorders]
-        self.names = [list(r.names) for r in recorders]
-        self.outputs = list(output.split(sizes))
-        self.sums = [torch.zeros_like(o) for o in self.outputs]
+        return _Graph(replay, [list(r.names) for r in recorders], list(output.split(sizes)))
 
     def start_epoch(self) -> None:
-        for total in self.sums:
-            total.zero_()
-        self.count = 0
+        for graph in self.graphs.values():
+            for total in graph.sums:
+                total.zero_()
+            graph.count = 0
 
     def flush(self) -> None:
         """Hand this epoch's replayed steps' logs to each run's epoch log (before its means are taken)."""
-        if not self.count:
-            return
-        for run, names, total in zip(self.runs, self.names, self.sums):
-            values = total.clone()
-            for i, name in enumerate(names):
-                run.log.add_total(name, values[i], self.count)
-        self.count = 0
+        for graph in self.graphs.values():
+            if not graph.count:
+                continue
+            for run, names, total in zip(self.runs, graph.names, graph.sums):
+                values = total.clone()
+                for i, name in enumerate(names):
+                    run.log.add_total(name, values[i], graph.count)
+            graph.count = 0
