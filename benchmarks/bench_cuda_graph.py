@@ -8,10 +8,10 @@ On a GPU, a CG-MNIST step at batch 64 is bound by the launches of its many small
 uniform baseline and for MMPareto, the bare step of ``bench_training.py`` (the same model,
 losses and optimiser; MMPareto's per-loss encoder gradients and ``mmpareto_direction`` per
 encoder) run eagerly and replayed from a graph captured once (``torch.cuda.graph``; each batch
-is copied into static input buffers). ``graph_vs_eager`` is the speed-up a captured loop could
-reach: mmlab's loop itself is not captured (its hooks and logging run Python every step; the last,
-partial batch of an epoch has another shape), so this is the ceiling that says whether capturing
-the loop is worth the work. Full batches only, in both modes. The record, with provenance, goes
+is copied into static input buffers). ``graph_vs_eager`` is the ceiling a captured loop could
+reach. The loop itself now captures its step (``train(..., cuda_graph=True)``, mmlab.training.graph;
+measured by the "..., CUDA graph" cases of ``bench_training.py``); this bare probe stays as the
+ceiling to compare it with. Full batches only, in both modes. The record, with provenance, goes
 to ``results/benchmarks/cuda-graph-<device>.json`` after every case.
 """
 

@@ -16,7 +16,9 @@ plain method it modifies (one joint loss, or the uniform baseline), the median o
 the two measured one after the other in the same repeat (so that a drift of the machine between
 cases does not enter it). The case "uniform, 3 seeds stacked" trains three seeds at once
 (``mmlab.training.train_stacked``; samples/s of the three together): its ``throughput_vs_plain`` is
-what stacking gains over one run at a time, its bare loop is one model's. Peak memory is the
+what stacking gains over one run at a time, its bare loop is one model's. The cases "..., CUDA graph"
+(a GPU only) train with ``cuda_graph=True`` (``mmlab.training.graph``): their plain method is the same
+method trained eagerly, so their ``throughput_vs_plain`` is what capturing the loop's step gains. Peak memory is the
 CUDA allocator's peak on a GPU and the process's maximum resident set on a CPU.
 A record with provenance is written to ``results/benchmarks/<device>.json``, after every case
 (``"complete": false`` until the last: a benchmark cut short keeps the cases it measured).
@@ -71,10 +73,17 @@ CASES = {
     # 224x224, random content, frames cropped on the device), in float32 and with bf16 autocast
     "cremad_shaped uniform": dict(dataset="cremad_shaped", method="uniform"),
     "cremad_shaped uniform bf16": dict(dataset="cremad_shaped", method="uniform", precision="bf16"),
+    # the loop with its full-batch steps replayed from a CUDA graph (mmlab.training.graph); its plain
+    # method is the same method trained eagerly, so throughput_vs_plain is what capturing gains
+    "uniform, CUDA graph": dict(method="uniform", cuda_graph=True),
+    "mmpareto, CUDA graph": dict(method="mmpareto", cuda_graph=True),
+    "ogm_ge, CUDA graph": dict(method="ogm_ge", cuda_graph=True),
 }
 #: cases too slow for a CPU run by default (a ResNet-18 step on CREMA-D's shapes takes seconds there)
-GPU_ONLY = {"cremad_shaped uniform", "cremad_shaped uniform bf16"}
-PLAIN = {"uniform, 3 seeds stacked": "uniform",
+GPU_ONLY = {"cremad_shaped uniform", "cremad_shaped uniform bf16",
+            "uniform, CUDA graph", "mmpareto, CUDA graph", "ogm_ge, CUDA graph"}
+PLAIN = {"uniform, 3 seeds stacked": "uniform", "uniform, CUDA graph": "uniform",
+         "mmpareto, CUDA graph": "mmpareto", "ogm_ge, CUDA graph": "ogm_ge",
          "ogm_ge": "joint", "opm": "joint", "mgda": "uniform", "pcgrad": "uniform", "gradnorm": "uniform",
          "metabalance": "uniform", "mmpareto": "uniform", "greedy": "mmtm", "pmr": "joint", "agm": "joint",
          "gblending": "uniform"}
@@ -144,11 +153,12 @@ def bare_loop(config: RunConfig, device, epochs: int = 2) -> float:
     return data.num_samples / seconds
 
 
-def loop_throughput(config: RunConfig, device, stack: int = 1) -> float:
-    """Samples/s of the second (warm) training epoch of mmlab's loop (of ``stack`` seeds together)."""
+def loop_throughput(config: RunConfig, device, stack: int = 1, cuda_graph: bool = False) -> float:
+    """Samples/s of the second (warm) training epoch of mmlab's loop (of ``stack`` seeds together;
+    with ``cuda_graph``, its steps replayed from a graph captured in the first epoch)."""
     with tempfile.TemporaryDirectory() as ckpt:
         if stack == 1:
-            record = train(config, device=device, checkpoint_dir=ckpt, progress=False)
+            record = train(config, device=device, checkpoint_dir=ckpt, progress=False, cuda_graph=cuda_graph)
         else:
             configs = [config.with_(seed=config.seed + k) for k in range(stack)]
             record = train_stacked(configs, device=device, checkpoint_dir=ckpt, progress=False)[0]
@@ -171,6 +181,8 @@ def main(argv=None) -> int:
     device = pick_device(args.device)
     samples = args.samples or (55000 if device.type == "cuda" else 4096)
     cases = args.cases or [c for c in CASES if device.type == "cuda" or c not in GPU_ONLY]
+    if device.type != "cuda" and any(CASES[c].get("cuda_graph") for c in cases):
+        parser.error(f"the CUDA-graph cases need a CUDA device; this benchmark runs on {device}")
     rows = []
     slug = device_slug(device)
     out = Path(args.out) if args.out else REPO / "results" / "benchmarks" / f"{slug}.json"
@@ -184,6 +196,7 @@ def main(argv=None) -> int:
     for name in cases:
         case = dict(CASES[name])
         stack = case.pop("stack", 1)
+        cuda_graph = case.pop("cuda_graph", False)
         if case.get("dataset") == "cremad_shaped":  # one CREMA-D training epoch: 6,698 clips less validation
             sizes = dict(train_size=args.samples or (6028 if device.type == "cuda" else 64), val_size=64,
                          test_size=64)
@@ -197,7 +210,7 @@ def main(argv=None) -> int:
                         if plain_name else None)
         loops, bares, versus = [], [], []
         for _ in range(args.repeats):  # alternate, so that drifts of the machine hit all alike
-            loops.append(loop_throughput(config, device, stack))
+            loops.append(loop_throughput(config, device, stack, cuda_graph))
             bares.append(bare_loop(config, device))
             if plain_config is not None:  # the plain method in the same repeat: a drift-free ratio
                 versus.append(loops[-1] / loop_throughput(plain_config, device))
@@ -206,6 +219,7 @@ def main(argv=None) -> int:
         rows.append({"case": name, "method": config.label, "dataset": config.dataset,
                      "precision": config.precision, "samples_per_epoch": config.train_size,
                      "batch_size": config.batch_size, "repeats": args.repeats, "stacked_runs": stack,
+                     "cuda_graph": cuda_graph,
                      "loop_samples_per_s": round(loop, 1), "bare_samples_per_s": round(bare, 1),
                      "ratio": round(loop / bare, 3), "peak_memory_mb": round(peak, 1)})
         if versus:

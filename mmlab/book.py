@@ -9,9 +9,11 @@ from typing import Any
 #: what ``results/benchmarks/`` holds, told apart by the file name's prefix: throughput records
 #: (``<device>.json``, rows per case, from benchmarks/bench_training.py), whole-table timings
 #: (``table-<profile>-<device>.json``, from benchmarks/bench_table.py), the CUDA-graph probe
-#: (``cuda-graph-<device>.json``, from benchmarks/bench_cuda_graph.py) and runs side by side
+#: (``cuda-graph-<device>.json``, from benchmarks/bench_cuda_graph.py), the check of the loop's
+#: captured step (``check-cuda-graph-<device>.json``, from scripts/check_cuda_graph.py) and runs side by side
 #: (``parallel-<device>.json``, from benchmarks/bench_parallel.py)
-BENCHMARK_KINDS = {"throughput": "", "table": "table-", "graph": "cuda-graph-", "parallel": "parallel-"}
+BENCHMARK_KINDS = {"throughput": "", "table": "table-", "graph": "cuda-graph-", "parallel": "parallel-",
+                   "check": "check-cuda-graph-"}
 
 
 def _benchmark_kind(name: str) -> str:

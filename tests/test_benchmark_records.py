@@ -23,7 +23,7 @@ def test_bench_training_writes_after_every_case_so_a_cut_short_benchmark_keeps_i
     bench = _load(REPO / "benchmarks" / "bench_training.py", "bench_training")
     monkeypatch.setattr(bench, "bare_loop", lambda config, device: 200.0)
 
-    def loop(config, device, stack=1):
+    def loop(config, device, stack=1, cuda_graph=False):
         if config.method == "ogm_ge":
             raise KeyboardInterrupt  # the device's time is up during the second case
         return 100.0
@@ -39,10 +39,20 @@ def test_bench_training_writes_after_every_case_so_a_cut_short_benchmark_keeps_i
     assert record["note"] == "a test"
     assert record["rows"][0]["ratio"] == 0.5
 
-    monkeypatch.setattr(bench, "loop_throughput", lambda config, device, stack=1: 100.0)
+    monkeypatch.setattr(bench, "loop_throughput", lambda config, device, stack=1, cuda_graph=False: 100.0)
     assert bench.main(argv) == 0
     record = json.loads(out.read_text())
     assert record["complete"] is True and record["rows"][1]["throughput_vs_plain"] == 1.0
+    assert record["rows"][0]["cuda_graph"] is False
+
+
+def test_bench_training_refuses_the_cuda_graph_cases_on_a_cpu(capsys):
+    import pytest
+
+    bench = _load(REPO / "benchmarks" / "bench_training.py", "bench_training")
+    with pytest.raises(SystemExit):
+        bench.main(["--device", "cpu", "--cases", "uniform, CUDA graph"])
+    assert "need a CUDA device" in capsys.readouterr().err
 
 
 def test_bench_table_records_the_runs_it_timed(tmp_path, monkeypatch):
@@ -193,3 +203,24 @@ def test_latest_case_rows_takes_each_devices_latest_record_of_the_case(tmp_path)
     latest = latest_case_rows(tmp_path, "agm")
     assert {d: row["value"] for d, (_, row) in latest.items()} == {"cpu": "cpu-agm.json"}
     assert latest_case_rows(tmp_path, "joint")["cpu"][1]["value"] == "cpu.json"
+
+
+def test_benchmark_page_shows_the_captured_loop_check(tmp_path, monkeypatch):
+    from mmlab.book import benchmark_records
+
+    build_book = _load(REPO / "scripts" / "build_book.py", "build_book")
+    monkeypatch.setattr(build_book, "BENCHMARKS", tmp_path)
+    assert "## Does the captured loop train as the eager one?" in build_book.benchmarks_page()
+    result = {"method": "mmpareto", "epochs": 3, "train_size": 8192, "replayed_steps": 380,
+              "final_test_acc": {"eager": 0.41234, "graph": 0.40567}, "train_s": {"eager": 4.04, "graph": 0.81},
+              "checks": {"steps replayed": True, "final test accuracy within 0.05": True}}
+    failing = {**result, "method": "ogm_ge",
+               "checks": {"steps replayed": True, "final test accuracy within 0.05": False}}
+    (tmp_path / "check-cuda-graph-cuda-H200.json").write_text(json.dumps({
+        "device": "cuda (H200)", "git_commit": "0123456789abc", "git_dirty": False, "emulated": False,
+        "passed": False, "methods": [result, failing]}))
+    assert [p.name for p, _ in benchmark_records(tmp_path, "check")] == ["check-cuda-graph-cuda-H200.json"]
+    assert benchmark_records(tmp_path, "graph") == []  # not the probe's record
+    page = build_book.benchmarks_page()
+    assert "| cuda (H200) | mmpareto | 3 | 8192 | 380 | 0.4123 | 0.4057 | 4.0 | 0.8 | passed | `0123456789` |" in page
+    assert "| ogm_ge |" in page and "failed: final test accuracy within 0.05" in page

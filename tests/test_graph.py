@@ -205,3 +205,50 @@ def test_the_cli_refuses_cuda_graphs_without_a_cuda_device(results_dir, capsys):
     assert main(["train", "--method", "joint", "--profile", "smoke", "--device", "cpu", "--cuda-graph",
                  "--no-progress"]) == 2
     assert "CUDA graphs need a CUDA device" in capsys.readouterr().err
+
+
+def _check_script():
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "scripts" / "check_cuda_graph.py"
+    spec = importlib.util.spec_from_file_location("check_cuda_graph", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["check_cuda_graph"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+CHECK_ARGS = ["--device", "cpu", "--emulate", "--train-size", "1024", "--epochs", "1", "--methods", "uniform",
+              "--loss-rtol", "1e-9", "--acc-atol", "0"]
+
+
+def test_the_gpu_check_passes_a_faithful_replay_and_writes_its_record(tmp_path, capsys):
+    import json
+
+    out = tmp_path / "check.json"
+    assert _check_script().main(CHECK_ARGS + ["--out", str(out)]) == 0
+    record = json.loads(out.read_text())
+    assert record["passed"] and record["emulated"] and record["methods"][0]["replayed_steps"] > 0
+    assert "CUDA-graph check passed" in capsys.readouterr().out
+
+
+def test_the_gpu_check_fails_a_graph_that_replays_nothing(monkeypatch, capsys):
+    """A graph whose replay does not train (stale buffers, say) must not pass the check."""
+    check = _check_script()
+
+    class Inert(EmulatedGraphs):
+        def capture(self, body, state, generators=()):
+            replay, output = super().capture(body, state, generators)
+            return (lambda: None), output
+
+    monkeypatch.setattr(check, "EmulatedGraphs", Inert)
+    assert check.main(CHECK_ARGS) == 1
+    assert "FAILED" in capsys.readouterr().out
+
+
+def test_the_gpu_check_needs_a_gpu_unless_emulated(capsys):
+    with pytest.raises(SystemExit):
+        _check_script().main(["--device", "cpu"])
+    assert "--emulate" in capsys.readouterr().err
