@@ -4,8 +4,8 @@
     python scripts/check_cuda_graph.py --device cpu --emulate        # the script itself, on a CPU
 
 For each capturable method named (default: uniform, mmpareto, ogm_ge -- one plain, one with
-per-loss gradients, one with a random draw and a phase change), trains the same small CG-MNIST run
-twice, eagerly and with ``cuda_graph=True`` (mmlab.training.graph), and compares them. On a GPU the
+per-loss gradients, one with a random draw and a phase change), and for the first one with ``--stack``
+seeds trained together (as ``sweep --stack`` does), trains the same small CG-MNIST run twice, eagerly and with ``cuda_graph=True`` (mmlab.training.graph), and compares them. On a GPU the
 two are not bit-identical (cuDNN's autotuned kernels and atomic additions differ from run to run), so
 the check is loose but would catch a graph that replays stale inputs, frozen values or no update:
 steps were replayed, every loss is finite, the first epoch's training loss agrees to ``--loss-rtol``,
@@ -30,22 +30,29 @@ sys.path.insert(0, str(REPO))
 from mmlab import RunConfig  # noqa: E402
 from mmlab.io import atomic_write_bytes  # noqa: E402
 from mmlab.provenance import git_commit  # noqa: E402
-from mmlab.training import pick_device, train  # noqa: E402
+from mmlab.training import pick_device, train, train_stacked  # noqa: E402
 from mmlab.training.device import describe_device  # noqa: E402
 from mmlab.training.graph import EmulatedGraphs  # noqa: E402
 
 
 def compare(method: str, device, *, train_size: int, epochs: int, emulate: bool, loss_rtol: float,
-            acc_atol: float) -> dict:
-    """Train ``method`` eagerly and captured; return the comparison and whether it passes."""
+            acc_atol: float, stack: int = 1) -> dict:
+    """Train ``method`` eagerly and captured (``stack`` seeds together, as ``sweep --stack`` does, when
+    above 1: the first seed's records are compared); return the comparison and whether it passes."""
     config = RunConfig.from_profile(profile="quick", method=method, train_size=train_size, val_size=500,
                                     test_size=1000, epochs=epochs, seed=0)
+
+    def run(folder: Path, cuda_graph):
+        if stack == 1:
+            return train(config, device=device, checkpoint_dir=folder, progress=False, cuda_graph=cuda_graph)
+        configs = [config.with_(seed=seed) for seed in range(stack)]
+        return train_stacked(configs, device=device, checkpoint_dir=folder, progress=False, cuda_graph=cuda_graph)[0]
+
     with tempfile.TemporaryDirectory() as folder:
         t0 = time.perf_counter()
-        eager = train(config, device=device, checkpoint_dir=Path(folder) / "eager", progress=False)
+        eager = run(Path(folder) / "eager", False)
         t1 = time.perf_counter()
-        captured = train(config, device=device, checkpoint_dir=Path(folder) / "graph", progress=False,
-                         cuda_graph=EmulatedGraphs() if emulate else True)
+        captured = run(Path(folder) / "graph", EmulatedGraphs() if emulate else True)
         t2 = time.perf_counter()
     loss_e, loss_c = eager["history"][0]["train/loss"], captured["history"][0]["train/loss"]
     acc_e, acc_c = eager["final"]["test/acc"], captured["final"]["test/acc"]
@@ -57,7 +64,7 @@ def compare(method: str, device, *, train_size: int, epochs: int, emulate: bool,
         f"first-epoch loss within rtol {loss_rtol}": math.isclose(loss_e, loss_c, rel_tol=loss_rtol),
         f"final test accuracy within {acc_atol}": abs(acc_e - acc_c) <= acc_atol,
     }
-    return {"method": method, "train_size": train_size, "epochs": epochs, "replayed_steps": replayed,
+    return {"method": method if stack == 1 else f"{method}, {stack} seeds stacked", "train_size": train_size, "epochs": epochs, "replayed_steps": replayed,
             "first_epoch_loss": {"eager": loss_e, "graph": loss_c},
             "final_test_acc": {"eager": acc_e, "graph": acc_c},
             "train_s": {"eager": sum(h["time/train_s"] for h in eager["history"]),
@@ -74,6 +81,9 @@ def main(argv=None) -> int:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--loss-rtol", type=float, default=1e-2)
     parser.add_argument("--acc-atol", type=float, default=0.05)
+    parser.add_argument("--stack", type=int, default=3,
+                        help="also check the first method with this many seeds trained together (sweep --stack); "
+                        "1: no such check")
     parser.add_argument("--emulate", action="store_true",
                         help="EmulatedGraphs instead of CUDA graphs: tries the script out on a CPU")
     parser.add_argument("--out", default=None, help="where to write the comparison (JSON)")
@@ -83,12 +93,14 @@ def main(argv=None) -> int:
         parser.error(f"CUDA graphs need a CUDA device, this is {device}; --emulate tries the script on a CPU")
     commit, dirty = git_commit()
     results = []
-    for method in args.methods:
+    checks = [(method, 1) for method in args.methods] + ([(args.methods[0], args.stack)] if args.stack > 1 else [])
+    for method, stack in checks:
         result = compare(method, device, train_size=args.train_size, epochs=args.epochs, emulate=args.emulate,
-                         loss_rtol=args.loss_rtol, acc_atol=args.acc_atol)
+                         loss_rtol=args.loss_rtol, acc_atol=args.acc_atol, stack=stack)
         results.append(result)
+        method = result["method"]
         failed = [name for name, ok in result["checks"].items() if not ok]
-        print(f"{method:10s} {'passed' if result['passed'] else 'FAILED: ' + ', '.join(failed)}  "
+        print(f"{method:28s} {'passed' if result['passed'] else 'FAILED: ' + ', '.join(failed)}  "
               f"test acc eager {result['final_test_acc']['eager']:.4f} graph {result['final_test_acc']['graph']:.4f}  "
               f"train s eager {result['train_s']['eager']:.1f} graph {result['train_s']['graph']:.1f}  "
               f"({result['replayed_steps']} steps replayed)", flush=True)

@@ -221,7 +221,7 @@ def _check_script():
 
 
 CHECK_ARGS = ["--device", "cpu", "--emulate", "--train-size", "1024", "--epochs", "1", "--methods", "uniform",
-              "--loss-rtol", "1e-9", "--acc-atol", "0"]
+              "--loss-rtol", "1e-6", "--acc-atol", "0", "--stack", "2"]
 
 
 def test_the_gpu_check_passes_a_faithful_replay_and_writes_its_record(tmp_path, capsys):
@@ -231,6 +231,7 @@ def test_the_gpu_check_passes_a_faithful_replay_and_writes_its_record(tmp_path, 
     assert _check_script().main(CHECK_ARGS + ["--out", str(out)]) == 0
     record = json.loads(out.read_text())
     assert record["passed"] and record["emulated"] and record["methods"][0]["replayed_steps"] > 0
+    assert [m["method"] for m in record["methods"]] == ["uniform", "uniform, 2 seeds stacked"]
     assert "CUDA-graph check passed" in capsys.readouterr().out
 
 
