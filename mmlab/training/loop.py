@@ -27,9 +27,9 @@ from ..methods import Method, TrainState, build_method
 from ..metrics import accuracy, cosine, global_norm, macro_f1
 from ..models import ModelOutput, MultimodalClassifier, ParameterGroups, build_model
 from .batches import ResidentBatches
-from .graph import CapturedSteps, CudaGraphs, is_capturable
 from .checkpoint import load_checkpoint, save_checkpoint
 from .device import describe_device, pick_device
+from .graph import CapturedSteps, CudaGraphs, is_capturable
 
 #: evaluation batch size per device type: large batches keep a GPU busy; on a CPU a batch that
 #: fits the caches is faster per sample (128 runs CG-MNIST's forward pass about 1.5x faster than 1000)
