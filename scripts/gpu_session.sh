@@ -5,10 +5,11 @@
 #
 #   here:  scripts/remote_sweep.sh prepare cgmnist        # data + unfinished checkpoints -> .remote/
 #   there: OUT=/out scripts/gpu_session.sh [BENCH_SECONDS] [SWEEP_LIMIT] [JOBS] [STACK] [GRAPH_SECONDS]
-#          [PARALLEL_SECONDS]   (defaults 120 6m 8 3 0 0; SWEEP_LIMIT 0: no sweep part)
+#          [PARALLEL_SECONDS]   (defaults 90 5m 8 3 0 0; SWEEP_LIMIT 0: no sweep part; with CHECK_SECONDS
+#          120 the whole fits one 10-minute device call)
 #   here:  scripts/remote_sweep.sh collect FOLDER; cp FOLDER/benchmarks/*.json results/benchmarks/
 #
-# 1. scripts/check_cuda_graph.py (CHECK_SECONDS, default 150): a few small runs trained eagerly and
+# 1. scripts/check_cuda_graph.py (CHECK_SECONDS, default 120): a few small runs trained eagerly and
 #    with the loop's step replayed from a CUDA graph (mmlab.training.graph), compared; the comparison
 #    goes to $OUT/benchmarks/check-cuda-graph-<device>.json. If it fails, everything after trains eagerly.
 # 2. benchmarks/bench_training.py, the cases in BENCH_CASES (default: the "..., CUDA graph" cases, each
@@ -22,13 +23,13 @@
 #    stay under a 64 MB transfer limit for the next part.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-bench_seconds="${1:-120}"
-limit="${2:-6m}"
+bench_seconds="${1:-90}"
+limit="${2:-5m}"
 jobs="${3:-8}"
 stack="${4:-3}"
 graph_seconds="${5:-0}"
 parallel_seconds="${6:-0}"
-check_seconds="${CHECK_SECONDS:-150}"
+check_seconds="${CHECK_SECONDS:-120}"
 : "${OUT:?set OUT to the folder that comes back}"
 [[ -f .remote/commit ]] || { echo "no .remote/: run scripts/remote_sweep.sh prepare cgmnist first" >&2; exit 2; }
 python="${PYTHON:-python3}"
