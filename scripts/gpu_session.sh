@@ -42,7 +42,9 @@ export MMLAB_GIT_COMMIT="$(cat .remote/commit)" MMLAB_GIT_DIRTY="$(cat .remote/d
 slug="$("$python" -c 'from mmlab.book import device_slug; from mmlab.training import pick_device; print(device_slug(pick_device("'"$device"'")))')"
 emulate=()
 [[ "$device" == cuda* ]] || emulate=(--emulate --train-size 1024 --epochs 1)
+read -r -a check_options <<< "${CHECK_OPTIONS:-}"  # e.g. "--methods uniform --stack 1"
 if timeout --signal=INT "$check_seconds" "$python" scripts/check_cuda_graph.py --device "$device" "${emulate[@]}" \
+     "${check_options[@]}" \
      --out "$OUT/benchmarks/check-cuda-graph-$slug.json" 2>&1 | tee "$OUT/graph-check.log" \
    && grep -q "CUDA-graph check passed" "$OUT/graph-check.log"; then
   if [[ "$device" == cuda* ]]; then
