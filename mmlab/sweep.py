@@ -618,11 +618,11 @@ def run_sweep(
     if time_limit is not None and backend != "local":
         raise ValueError("time_limit is for the local backend; on SLURM use --slurm-time (a task that "
                          "reaches it is requeued and resumes)")
-    if cuda_graph:
+    if cuda_graph and backend == "local":  # on SLURM the nodes' devices count, not this machine's
         from .training import pick_device
 
-        if pick_device(device).type != "cuda":
-            raise ValueError(f"cuda_graph needs a CUDA device; this sweep trains on {pick_device(device)}")
+        if (local_device := pick_device(device)).type != "cuda":
+            raise ValueError(f"cuda_graph needs a CUDA device; this sweep trains on {local_device}")
     store = _as_store(store)
     configs = list({config.key: config for config in configs}.values())  # each run once
     status = sweep_status(configs, store, overwrite=overwrite)  # raises on an unreadable record

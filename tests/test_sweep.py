@@ -482,3 +482,17 @@ def test_cli_stack_trains_seeds_together_and_records_each(results_dir, capsys):
     assert main(argv) == 0 and "2 runs: 2 recorded, 0 to train" in capsys.readouterr().out
     assert main(argv[:-2] + ["--stack", "0"]) == 2
     assert "stack must be a whole number >= 1" in capsys.readouterr().err
+
+
+def test_slurm_sweeps_leave_the_cuda_graph_check_to_the_nodes(results_dir):
+    """This machine's device does not decide for SLURM nodes: the sweep is submitted, and a node without
+    CUDA reports the run failed with the reason (here, submitit's debug executor runs it on the CPU)."""
+    import submitit
+
+    summary = run_sweep(tiny_sweep(), backend="slurm", progress=False, device="cpu", cuda_graph=True,
+                        executor_factory=lambda folder, parameters: submitit.DebugExecutor(folder),
+                        slurm=SlurmOptions(poll_s=0.01))
+    assert list(summary["status"]) == ["failed"]
+    assert "CUDA graphs need a CUDA device" in summary["error"][0]
+    with pytest.raises(ValueError, match="cuda_graph needs a CUDA device"):  # locally, refused at once
+        run_sweep(tiny_sweep(), progress=False, device="cpu", cuda_graph=True)

@@ -107,7 +107,7 @@ class EmulatedGraphs:
 
     name = "emulated"
 
-    def __init__(self, device: torch.device | None = None):
+    def __init__(self, device: torch.device | None = None):  # CudaGraphs' signature, so that tests can swap it in
         self.captures = 0
         self.replays = 0
 
