@@ -92,7 +92,8 @@ from .config import RunConfig
 from .errors import NonFiniteLossError, ResultsFileError, TimeLimitReached, UnknownNameError
 
 BACKENDS = ("local", "slurm")
-STATUS_COLUMNS = ["profile", "dataset", "method", "seed", "epochs", "status", "test_acc", "code", "key", "path"]
+STATUS_COLUMNS = ["profile", "dataset", "method", "seed", "epochs", "done", "status", "test_acc", "code", "key",
+                  "path"]
 SUMMARY_COLUMNS = ["profile", "dataset", "method", "seed", "status", "test_acc", "epochs", "wall_s",
                    "resumed", "error", "key", "host", "pid", "threads"]
 
@@ -182,10 +183,23 @@ def _checkpoint_path(store, config: RunConfig) -> Path:
     return store.checkpoint_dir / f"{config.key}.pt"  # where load_or_run's train writes it
 
 
+def _epochs_done(path: Path) -> int | None:
+    """How many epochs the checkpoint at ``path`` holds; None if it cannot be read (the run
+    itself then says why, naming the file)."""
+    import torch
+
+    try:  # mmap: only the few bytes of the counter are read, not the weights
+        return int(torch.load(path, map_location="cpu", weights_only=False, mmap=True)["epochs_done"])
+    except Exception:
+        return None
+
+
 def sweep_status(configs: Sequence[RunConfig], store=None, *, overwrite: bool = False):
     """A DataFrame, one row per run: ``status`` is ``recorded`` (with its test
     accuracy), ``resume`` (a checkpoint of an unfinished run exists), ``train``,
-    or with ``overwrite`` ``retrain`` for a recorded one. ``code`` is ``"other"`` for a
+    or with ``overwrite`` ``retrain`` for a recorded one. ``done`` is how many of its ``epochs``
+    a run has trained: all of them when recorded, the checkpoint's count when it resumes (empty
+    if the checkpoint cannot be read), 0 otherwise -- a paused sweep's progress. ``code`` is ``"other"`` for a
     recorded smoke or quick run made by other code than this
     (:func:`mmlab.results.other_code_digest`: the library was edited since); the sweep skips
     it like any record, ``overwrite`` trains it again.
@@ -202,7 +216,7 @@ def sweep_status(configs: Sequence[RunConfig], store=None, *, overwrite: bool = 
     for config in configs:
         path = store.path_for(config)
         row = {"profile": config.profile, "dataset": config.dataset, "method": config.label,
-               "seed": config.seed, "epochs": config.epochs, "test_acc": None, "code": "",
+               "seed": config.seed, "epochs": config.epochs, "done": 0, "test_acc": None, "code": "",
                "key": config.key, "path": str(path)}
         if path.exists() and overwrite:
             row["status"] = "retrain"
@@ -213,21 +227,28 @@ def sweep_status(configs: Sequence[RunConfig], store=None, *, overwrite: bool = 
                 unreadable.append(str(exc))
                 continue
             row["status"], row["test_acc"] = "recorded", record["final"].get("test/acc")
+            row["done"] = config.epochs
             row["code"] = "other" if other_code_digest(record) else ""
         else:
-            row["status"] = "resume" if _checkpoint_path(store, config).exists() else "train"
+            checkpoint = _checkpoint_path(store, config)
+            if checkpoint.exists():
+                row["status"], row["done"] = "resume", _epochs_done(checkpoint)
+            else:
+                row["status"] = "train"
         rows.append(row)
     if unreadable:
         raise ResultsFileError(
             f"{len(unreadable)} results file(s) cannot be read, so the sweep stops before training "
             "anything. Delete or repair them, or pass --overwrite (overwrite=True) to train those runs "
             "again and replace them:\n  " + "\n  ".join(unreadable))
-    return pd.DataFrame(rows, columns=STATUS_COLUMNS)
+    frame = pd.DataFrame(rows, columns=STATUS_COLUMNS)
+    frame["done"] = frame["done"].astype("Int64")  # an unreadable checkpoint's count stays empty, not 0.0
+    return frame
 
 
 def describe_status(status) -> str:
-    """``"N runs: K recorded, M to train (R resume from a checkpoint)"``, and how many of the
-    records other code made."""
+    """``"N runs: K recorded, M to train (R resume from a checkpoint)"``, how many of the
+    records other code made, and when some runs resume, how many of all the epochs are done."""
     counts = status["status"].value_counts()
     recorded = int(counts.get("recorded", 0))
     todo = len(status) - recorded
@@ -236,7 +257,10 @@ def describe_status(status) -> str:
     text = f"{len(status)} runs: {recorded} recorded{by_other}, {todo} to train"
     extra = [f"{int(counts[s])} {what}" for s, what in (("resume", "resume from a checkpoint"),
                                                       ("retrain", "replace a record")) if counts.get(s)]
-    return text + (f" ({', '.join(extra)})" if extra else "")
+    text += f" ({', '.join(extra)})" if extra else ""
+    if counts.get("resume"):  # a paused sweep: how far it got
+        text += f"; {int(status['done'].fillna(0).sum())} of {int(status['epochs'].sum())} epochs done"
+    return text
 
 
 # -- one run: the function every backend calls ------------------------------------------

@@ -117,7 +117,9 @@ def test_checkpoints_go_where_MMLAB_CHECKPOINTS_says(tmp_path, monkeypatch):
     assert sweep_status([config], store)["status"].tolist() == ["train"]
     (tmp_path / "elsewhere").mkdir()
     (tmp_path / "elsewhere" / f"{config.key}.pt").write_bytes(b"")
-    assert sweep_status([config], store)["status"].tolist() == ["resume"]
+    status = sweep_status([config], store)
+    assert status["status"].tolist() == ["resume"]
+    assert status["done"].isna().all()  # an unreadable checkpoint: no count (the run itself says why)
 
 
 def test_source_digest_sees_every_edit_of_the_package(tmp_path):

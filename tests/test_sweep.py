@@ -16,8 +16,8 @@ import mmlab.training as training
 from mmlab import NonFiniteLossError, ResultsFileError, RunConfig, UnknownNameError
 from mmlab.cli import main
 from mmlab.results import ResultsStore, read_record
-from mmlab.sweep import (SlurmOptions, SlurmRun, available_cores, parse_spec, plan_sweep, run_sweep,
-                         slurm_minutes, sweep_status)
+from mmlab.sweep import (SlurmOptions, SlurmRun, available_cores, describe_status, parse_spec, plan_sweep,
+                         run_sweep, slurm_minutes, sweep_status)
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny runs are fastest on one thread (conftest)
 
@@ -179,7 +179,11 @@ def test_interrupted_sweep_resumes_only_what_is_missing(trainings, results_dir, 
         run_sweep(configs, progress=False)
     assert "Interrupted: 1 of the 3 runs to train came back (1 done)" in capsys.readouterr().out
     assert trainings.calls == [configs[0].key, configs[1].key]
-    assert list(sweep_status(configs)["status"]) == ["recorded", "resume", "train"]
+    status = sweep_status(configs)
+    assert list(status["status"]) == ["recorded", "resume", "train"]
+    assert list(status["done"]) == [2, 1, 0]  # the interrupted run's checkpoint holds its first epoch
+    assert describe_status(status) == ("3 runs: 1 recorded, 2 to train (1 resume from a checkpoint); "
+                                       "3 of 6 epochs done")
 
     summary = run_sweep(configs, progress=False)
     assert trainings.calls[2:] == [configs[1].key, configs[2].key]
@@ -356,8 +360,8 @@ def test_cli_dry_run_end_to_end(results_dir):
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert lines[0] == "4 runs: 1 recorded, 3 to train"
-    assert lines[1].split() == ["profile", "dataset", "method", "seed", "epochs", "status", "test_acc"]
-    assert [line.split()[2:4] + line.split()[5:6] for line in lines[2:]] == [
+    assert lines[1].split() == ["profile", "dataset", "method", "seed", "epochs", "done", "status", "test_acc"]
+    assert [line.split()[2:4] + line.split()[6:7] for line in lines[2:]] == [
         ["joint", "0", "train"], ["unimodal-gray", "0", "recorded"], ["joint", "1", "train"],
         ["unimodal-gray", "1", "train"]]
     assert sorted(p.name for p in results_dir.rglob("*") if p.is_file()) == [
