@@ -5,8 +5,8 @@
 under the label its records carry. :func:`reproduction_configs` turns a plan into
 :class:`~mmlab.RunConfig` objects for a profile (what ``python -m mmlab sweep`` trains), and
 :func:`reproduction_table` sets the recorded runs beside the published table of the dataset
-(:mod:`mmlab.reference`), and :func:`epoch_selection_table` shows how much of a difference the choice of the
-reported epoch makes. A planned run that has no record is shown as *missing*, a published
+(:mod:`mmlab.reference`), :func:`epoch_selection_table` shows how much of a difference the choice of the
+reported epoch makes, and :func:`order_agreement` whether the methods come in the paper's order. A planned run that has no record is shown as *missing*, a published
 method that ``mmlab`` does not implement as *not implemented*: nothing is ever filled in.
 """
 
@@ -203,3 +203,40 @@ def epoch_selection_table(records: Sequence[Mapping[str, Any]], dataset: str) ->
     columns = ["method", "seeds", "last epoch (%)", "best-validation epoch (%)", "best-test epoch (%)",
                "optimism (points)", "published acc (%)", "left after test selection (points)"]
     return pd.DataFrame(table, columns=columns).set_index("method")
+
+
+def order_agreement(records: Sequence[Mapping[str, Any]], dataset: str) -> pd.DataFrame:
+    """Every pair of methods of ``dataset`` with both recorded runs and a published accuracy: which of
+    the two is ahead in our runs (mean test accuracy over seeds) and in the paper, and whether the two
+    orders agree.
+
+    Our levels differ from the paper's for reasons of protocol (chapter 7); what a method paper claims
+    is an order -- this method above those baselines. One row per pair, with our gap and the paper's in
+    points and ``agrees`` (None where either gap is exactly 0: a tie orders nothing). The frame's
+    ``attrs`` hold the counts ``agree`` and ``disagree`` and Kendall's tau over the ordered pairs,
+    ``(agree - disagree) / (agree + disagree)`` (1: the same order, -1: reversed; None without pairs).
+    Unimodal runs are left out: the paper's table has no accuracy of theirs to order.
+    """
+    pub = published(dataset)
+    records = [r for r in records if r["config"]["dataset"] == dataset]
+    ours = final_table(records) if records else pd.DataFrame()
+    ours_acc = ours["acc (%)"] if "acc (%)" in ours.columns else pd.Series(dtype=float)
+    pub_acc = pub["published acc (%)"].dropna() if "published acc (%)" in pub.columns else pd.Series(dtype=float)
+    order = [p.label for p in PLANS.get(dataset, [])]
+    methods = [m for m in order + sorted(set(ours_acc.index) - set(order))
+               if m in ours_acc.index and m in pub_acc.index]
+    rows = []
+    for i, first in enumerate(methods):
+        for second in methods[i + 1:]:
+            our_gap = float(ours_acc[first] - ours_acc[second])
+            published_gap = float(pub_acc[first] - pub_acc[second])
+            agrees = None if our_gap == 0 or published_gap == 0 else (our_gap > 0) == (published_gap > 0)
+            rows.append({"first": first, "second": second, "our gap (points)": our_gap,
+                         "published gap (points)": published_gap, "agrees": agrees})
+    frame = pd.DataFrame(rows, columns=["first", "second", "our gap (points)", "published gap (points)", "agrees"])
+    frame["agrees"] = frame["agrees"].astype(object)  # True, False or None (Python's), not numpy booleans
+    agree = int((frame["agrees"] == True).sum())  # noqa: E712 -- None (a tie) counts as neither
+    disagree = int((frame["agrees"] == False).sum())  # noqa: E712
+    frame.attrs.update(agree=agree, disagree=disagree, methods=methods,
+                       kendall_tau=(agree - disagree) / (agree + disagree) if agree + disagree else None)
+    return frame

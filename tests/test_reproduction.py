@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mmlab.errors import UnknownNameError
 from mmlab.reproduction import PLANS, epoch_selection_table, reproduction_configs, reproduction_table
@@ -106,3 +108,50 @@ def test_epoch_selection_of_the_committed_records_never_lowers_a_run():
 def test_epoch_selection_table_without_records_is_empty_but_has_its_columns():
     table = epoch_selection_table([], "cremad")
     assert table.empty and "best-test epoch (%)" in table.columns
+
+
+def test_order_agreement_counts_the_pairs_in_the_papers_order():
+    from mmlab.reproduction import order_agreement
+
+    # published (Table 3): mmpareto 81.88 > pcgrad 79.35 > uniform 75.68 > joint 60.50
+    records = [_record("mmpareto", 0, 0.60), _record("mmpareto", 1, 0.62), _record("pcgrad", 0, 0.55),
+               _record("uniform", 0, 0.58), _record("joint", 0, 0.30), _record("unimodal-gray", 0, 0.99),
+               _record("mmpareto", 0, 0.10, dataset="avdigits")]
+    frame = order_agreement(records, "cgmnist")
+    assert frame.attrs["methods"] == ["joint", "uniform", "pcgrad", "mmpareto"]  # the plan's order; no unimodal
+    assert len(frame) == 6
+    pair = frame[(frame["first"] == "uniform") & (frame["second"] == "pcgrad")].iloc[0]
+    assert pair["agrees"] is False  # ours: uniform 58 > pcgrad 55; published: 75.68 < 79.35
+    assert pair["our gap (points)"] == pytest.approx(3.0) and pair["published gap (points)"] == pytest.approx(-3.67)
+    mmpareto_uniform = frame[(frame["first"] == "uniform") & (frame["second"] == "mmpareto")].iloc[0]
+    assert mmpareto_uniform["our gap (points)"] == pytest.approx(58 - 61)  # the mean over mmpareto's two seeds
+    assert frame.attrs["agree"] == 5 and frame.attrs["disagree"] == 1
+    assert frame.attrs["kendall_tau"] == pytest.approx(4 / 6)
+
+
+def test_order_agreement_without_pairs_is_empty():
+    from mmlab.reproduction import order_agreement
+
+    for records in ([], [_record("mmpareto", 0, 0.6)], [_record("uniform", 0, 0.6, dataset="avdigits"),
+                                                          _record("joint", 0, 0.3, dataset="avdigits")]):
+        dataset = records[0]["config"]["dataset"] if records else "cgmnist"
+        frame = order_agreement(records, dataset)
+        assert frame.empty and frame.attrs["kendall_tau"] is None and list(frame.columns)[-1] == "agrees"
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.floats(0.0, 1.0, allow_nan=False), min_size=7, max_size=7, unique=True))
+def test_order_agreement_is_one_for_the_papers_order_and_minus_one_reversed(noise):
+    """Kendall's tau: +1 when ours rank like the published figures, -1 when exactly reversed, and
+    agree + disagree = the number of pairs (no ties among distinct values)."""
+    from mmlab.reference import published
+    from mmlab.reproduction import order_agreement
+
+    pub = published("cgmnist")["published acc (%)"]
+    ranks = pub.rank().astype(int)  # 1..7 over the seven published methods
+    for sign in (1, -1):
+        # a monotone map of the published rank plus a sub-rank perturbation keeps the order
+        records = [_record(m, 0, 0.5 + sign * (ranks[m] + 0.5 * noise[i]) / 100) for i, m in enumerate(pub.index)]
+        frame = order_agreement(records, "cgmnist")
+        assert frame.attrs["kendall_tau"] == pytest.approx(sign)
+        assert frame.attrs["agree"] + frame.attrs["disagree"] == len(frame) == 21
