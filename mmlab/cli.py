@@ -224,7 +224,7 @@ def _sweep(args) -> int:
 
     try:
         overrides = dict(args.overrides)
-        if args.epochs:
+        if args.epochs is not None:  # 0 too: the config refuses it by name rather than falling back
             overrides["epochs"] = args.epochs
         if args.measure_imbalance:
             overrides["measure_imbalance"] = True
@@ -241,6 +241,8 @@ def _sweep(args) -> int:
                              mem_gb=args.slurm_mem_gb, account=args.slurm_account, folder=args.slurm_folder,
                              extra=dict(args.slurm_param), wait=not args.no_wait)
         slurm.parameters()  # a bad --slurm-time fails here
+        if args.stack is not None and args.stack < 1:  # here, so that a dry run says it too
+            raise ValueError(f"--stack must be at least 1, got {args.stack}")
         if args.dry_run:
             status = sweep_status(configs, store, overwrite=args.overwrite)
             print(describe_status(status))
@@ -289,7 +291,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         options = dict(args.option)
         if args.modality is not None:
             options["modality"] = args.modality
-        overrides = {"epochs": args.epochs} if args.epochs else {}
+        overrides = {"epochs": args.epochs} if args.epochs is not None else {}
         if args.measure_imbalance:
             overrides["measure_imbalance"] = True
         if args.precision != "fp32":

@@ -10,6 +10,8 @@ part of it.
 from __future__ import annotations
 
 import hashlib
+import math
+import numbers
 import json
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Mapping
@@ -86,6 +88,7 @@ class RunConfig:
         from .methods import build_method
 
         get_profile(self.profile)
+        self._check_types()
         spec = get_dataset(self.dataset)
         spec.validate_options(self.dataset_options)
         build_method(self.method, spec.modalities, **self.method_options)
@@ -100,7 +103,37 @@ class RunConfig:
             raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {self.precision!r}")
         if self.grad_probe_every < 0:
             raise ValueError("grad_probe_every must be >= 0 (0 switches the probe off)")
+        if self.seed < 0 or self.data_seed < 0:
+            raise ValueError(f"seed and data_seed must be >= 0, got {self.seed} and {self.data_seed}")
+        for name in ("train_size", "test_size", "val_size"):
+            size = getattr(self, name)
+            if size is not None and size < (0 if name == "val_size" else 1):
+                raise ValueError(f"{name} must be {'>= 0' if name == 'val_size' else 'at least 1'} "
+                                 f"(or None: all of the split), got {size}")
+        if self.momentum < 0 or self.weight_decay < 0:
+            raise ValueError(f"momentum and weight_decay must be >= 0, got {self.momentum} and {self.weight_decay}")
         return self
+
+    #: fields that hold a whole number (None allowed where the default is None) and a real number
+    _WHOLE = ("seed", "train_size", "val_size", "test_size", "epochs", "batch_size", "grad_probe_every", "data_seed")
+    _REAL = ("lr", "momentum", "weight_decay")
+
+    def _check_types(self) -> None:
+        """A value of the wrong type (``--set lr=abc``, ``epochs=2.5``) is named, not met later by an
+        operator that cannot compare it."""
+        def is_whole(v):
+            return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+        for name in self._WHOLE:
+            value = getattr(self, name)
+            if not (is_whole(value) or (value is None and name in ("train_size", "val_size", "test_size"))):
+                raise ValueError(f"{name} must be a whole number, got {value!r} ({type(value).__name__})")
+        for name in self._REAL:
+            value = getattr(self, name)
+            if not isinstance(value, numbers.Real) or isinstance(value, bool) or not math.isfinite(value):
+                raise ValueError(f"{name} must be a finite number, got {value!r} ({type(value).__name__})")
+        if not isinstance(self.measure_imbalance, bool):
+            raise ValueError(f"measure_imbalance must be true or false, got {self.measure_imbalance!r}")
 
     # -- identity -------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

@@ -21,6 +21,41 @@ def test_unknown_names_list_the_valid_ones(capsys):
     assert "alpha" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("overrides, message", [
+    ({"lr": "abc"}, "lr must be a finite number, got 'abc' (str)"),
+    ({"lr": float("nan")}, "lr must be a finite number"),
+    ({"epochs": 2.5}, "epochs must be a whole number, got 2.5 (float)"),
+    ({"batch_size": True}, "batch_size must be a whole number"),
+    ({"epochs": 0}, "epochs must be at least 1, got 0"),
+    ({"train_size": 0}, "train_size must be at least 1"),
+    ({"val_size": -1}, "val_size must be >= 0"),
+    ({"seed": -1}, "seed and data_seed must be >= 0"),
+    ({"weight_decay": -1e-4}, "momentum and weight_decay must be >= 0"),
+    ({"measure_imbalance": "yes"}, "measure_imbalance must be true or false"),
+])
+def test_bad_config_values_are_named(overrides, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        RunConfig.from_profile(profile="smoke", method="joint", **overrides)
+
+
+def test_config_accepts_numbers_of_any_real_type():
+    import numpy as np
+
+    config = RunConfig.from_profile(profile="smoke", method="joint", lr=1, train_size=np.int64(100), val_size=0)
+    assert config.lr == 1 and config.train_size == 100
+
+
+def test_cli_refuses_zero_epochs_and_stack_before_anything_trains(results_dir, capsys):
+    """``--epochs 0`` once fell back silently to the profile's epochs; a dry run checks --stack too."""
+    assert main(["train", "--method", "joint", "--profile", "smoke", "--epochs", "0", "--no-progress"]) == 2
+    assert "epochs must be at least 1, got 0" in capsys.readouterr().err
+    for extra in (["--epochs", "0"], ["--stack", "0"], ["--set", "lr=abc"]):
+        assert main(["sweep", "--method", "joint", "--profile", "smoke", "--dry-run", *extra]) == 2
+    err = capsys.readouterr().err
+    assert "epochs must be at least 1" in err and "--stack must be at least 1" in err and "lr must be" in err
+    assert not list(results_dir.rglob("*.json"))
+
+
 def test_help_lists_datasets_methods_profiles():
     out = subprocess.run([sys.executable, "-m", "mmlab", "train", "--help"], capture_output=True, text=True,
                          check=True).stdout
