@@ -285,7 +285,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .config import RunConfig
     from .data.errors import DataIntegrityError, DataNotFoundError
     from .results import ResultsStore
-    from .training import load_or_run
+    from .training import load_or_run, pick_device
 
     try:
         options = dict(args.option)
@@ -300,6 +300,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             dataset=args.dataset, method=args.method, seed=args.seed, profile=args.profile,
             method_options=options, dataset_options=dict(args.data_option), **overrides,
         )
+        pick_device(args.device)  # a bad --device fails even when the record exists and nothing trains
         store = ResultsStore(args.results)
         record = load_or_run(config, store=store, overwrite=args.overwrite, device=args.device,
                              progress=not args.no_progress, data_root=args.data, cuda_graph=args.cuda_graph)

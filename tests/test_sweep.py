@@ -102,11 +102,19 @@ def test_slurm_options_are_submitits_parameters():
 # -- checks before anything starts ------------------------------------------------------
 @pytest.mark.parametrize("args, message", [
     (["--method", "joint", "magic"], "Unknown method 'magic'. Valid methods: "),
-    (["--method", "joint", "ogm_ge:alpah=0.8"], "Unknown option of method 'ogm_ge' 'alpah'"),
+    (["--method", "joint", "ogm_ge:alpah=0.8"], "Unknown ogm_ge option 'alpah'. Valid ogm_ge options: alpha"),
     (["--method", "unimodal:modality=smell"], "Unknown modality 'smell'"),
+    (["--method", "ogm_ge:alpha=abc"], "option 'alpha' of method 'ogm_ge' must be a number (its default is 0.8), "
+                                       "got 'abc' (str)"),
+    (["--method", "metabalance:strategy=3"], "option 'strategy' of method 'metabalance' must be a word"),
+    (["--method", "joint", "--set", "lr=abc"], "lr must be a finite number"),
     (["--method", "unimodal:modality"], "key=value"),
     (["--method", "joint", "--dataset", "cgmnist", "imagenet"], "Unknown dataset 'imagenet'"),
     (["--method", "joint", "--data-option", "jitter=0.1"], "Valid cgmnist options: jitter_variance"),
+    (["--method", "joint", "--data-option", "jitter_variance=-1"], "jitter_variance must be a finite number >= 0"),
+    (["--method", "joint", "--dataset", "avdigits", "--data-option", "image_pca_energy_removed=2"],
+     "image_pca_energy_removed must be a number in [0, 1]"),
+    (["--method", "joint", "--dataset", "cremad", "--data-option", "frames=0"], "frames must be a whole number"),
     (["--method", "joint", "--profile", "smoke", "huge"], "Unknown profile 'huge'"),
     (["--method", "joint", "--set", "epoch=3"], "Unknown RunConfig field"),
     (["--method", "joint", "--slurm-time", "soon"], "--slurm-time"),

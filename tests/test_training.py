@@ -231,3 +231,17 @@ def test_bad_device_is_an_error():
     if not torch.cuda.is_available():
         with pytest.raises(RuntimeError, match="CUDA is not available"):
             pick_device("cuda")
+    with pytest.raises(ValueError, match="Unknown device 'tpu'"):
+        pick_device("tpu")
+    with pytest.raises(ValueError, match="not 'meta'"):  # a torch device, but nothing mmlab can train on
+        pick_device("meta")
+
+
+def test_cli_train_checks_the_device_even_when_the_record_exists(results_dir, capsys):
+    from mmlab.cli import main
+
+    argv = ["train", "--method", "joint", "--profile", "smoke", "--epochs", "1", "--no-progress"]
+    assert main(argv + ["--device", "cpu"]) == 0
+    capsys.readouterr()
+    assert main(argv + ["--device", "tpu"]) == 2  # the record is there: nothing would train, still an error
+    assert "Unknown device 'tpu'" in capsys.readouterr().err

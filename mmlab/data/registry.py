@@ -29,6 +29,9 @@ class DatasetSpec:
     # convolutions and image inputs in channels-last memory format (MultimodalClassifier.
     # use_channels_last): the fast kernels of oneDNN on a CPU and of cuDNN on a GPU
     channels_last: bool = False
+    # checks the values of the options (``check_options(options)`` raises ValueError naming a bad one),
+    # so that a bad value fails when the run is configured, not when its data is built
+    check_options: Callable[[dict[str, Any]], None] | None = None
 
     def batch_transform(self, options: Mapping[str, Any] | None = None):
         """The training augmentation for these options, or ``None``."""
@@ -42,7 +45,10 @@ class DatasetSpec:
             raise UnknownNameError(
                 f"{self.name} option", sorted(unknown)[0], self.default_options
             )
-        return {**self.default_options, **options}
+        merged = {**self.default_options, **options}
+        if self.check_options is not None:
+            self.check_options(merged)
+        return merged
 
     def load_splits(
         self,
@@ -71,6 +77,24 @@ def _build_cgmnist(*, train_size, val_size, test_size, data_seed, root, jitter_v
         test_size=test_size, val_coloring=val_coloring, seed=data_seed,
     )
     return make_cgmnist(load_mnist(root), config)
+
+
+def _check_cgmnist(options):
+    from .cgmnist import CGMNISTConfig
+
+    CGMNISTConfig(**options)  # its __post_init__ names a bad value
+
+
+def _check_avdigits(options):
+    from .avdigits import AVDigitsConfig
+
+    AVDigitsConfig(**options)
+
+
+def _check_cremad(options):
+    frames = options["frames"]  # how many of the stored frames exist is known once the cache is read
+    if isinstance(frames, bool) or not isinstance(frames, int) or frames < 1:
+        raise ValueError(f"frames must be a whole number >= 1, got {frames!r}")
 
 
 def _build_cremad(*, train_size, val_size, test_size, data_seed, root, frames):
@@ -115,6 +139,7 @@ DATASETS: dict[str, DatasetSpec] = {
         num_classes=10,
         default_options={"jitter_variance": 0.03, "val_coloring": "test"},
         builder=_build_cgmnist,
+        check_options=_check_cgmnist,
         channels_last=True,
     ),
     "cremad": DatasetSpec(
@@ -125,6 +150,7 @@ DATASETS: dict[str, DatasetSpec] = {
         num_classes=6,
         default_options={"frames": 1},  # frames per clip handed out (OGM-GE: 1)
         builder=_build_cremad,
+        check_options=_check_cremad,
         train_transform=_frames_augmentation,
         channels_last=True,
     ),
@@ -136,6 +162,7 @@ DATASETS: dict[str, DatasetSpec] = {
         num_classes=10,
         default_options={"image_noise": 0.0, "image_pca_energy_removed": 0.75, "audio_noise": 0.0},
         builder=_build_avdigits,
+        check_options=_check_avdigits,
         channels_last=True,
     ),
 }

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import inspect
+import numbers
 from typing import Any, Callable, Sequence
 
 from ..errors import UnknownNameError
@@ -50,14 +51,34 @@ def build_method(name: str, modalities: Sequence[str] | None = None, **options: 
     unknown = set(options) - set(params)
     if unknown:
         valid = [p for p in params if p != "self"] or ["(none)"]
-        raise UnknownNameError(f"option of method {name!r}", sorted(unknown)[0], valid)
+        raise UnknownNameError(f"{name} option", sorted(unknown)[0], valid)
     missing = [p for p, v in params.items() if v.default is inspect.Parameter.empty and p not in options]
     if missing:
         raise TypeError(
             f"Method {name!r} needs option(s) {missing}"
             + (f" (one of the modalities {list(modalities)})" if modalities and "modality" in missing else "")
         )
+    for option, value in options.items():
+        _check_option_type(name, option, value, params[option].default)
     method = factory(**options)
     if modalities is not None:
         method.modalities(list(modalities))  # validates e.g. the unimodal modality
     return method
+
+
+def _check_option_type(method: str, option: str, value: Any, default: Any) -> None:
+    """An option whose default is a number, a flag or a word must be given as one (``alpha=abc`` is
+    named here, not met later by an operator that cannot compare a string)."""
+    if default is inspect.Parameter.empty or default is None:
+        return
+    if isinstance(default, bool):
+        kind, ok = "true or false", isinstance(value, bool)
+    elif isinstance(default, numbers.Real):
+        kind, ok = "a number", isinstance(value, numbers.Real) and not isinstance(value, bool)
+    elif isinstance(default, str):
+        kind, ok = "a word", isinstance(value, str)
+    else:
+        return
+    if not ok:
+        raise TypeError(f"option {option!r} of method {method!r} must be {kind} (its default is {default!r}), "
+                        f"got {value!r} ({type(value).__name__})")

@@ -19,7 +19,12 @@ def pick_device(preference: str | torch.device | None = None) -> torch.device:
         if mps is not None and mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    device = torch.device(choice)
+    try:
+        device = torch.device(choice)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"Unknown device {choice!r}: use cpu, cuda (or cuda:N), mps or auto.") from exc
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"mmlab trains on cpu, cuda (or cuda:N) or mps, not {choice!r}.")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError(f"Device {choice!r} was asked for, but CUDA is not available here. Use 'cpu' or 'auto'.")
     if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
