@@ -242,7 +242,7 @@ def _sweep(args) -> int:
                              extra=dict(args.slurm_param), wait=not args.no_wait)
         slurm.parameters()  # a bad --slurm-time fails here
         if args.stack is not None and args.stack < 1:  # here, so that a dry run says it too
-            raise ValueError(f"--stack must be at least 1, got {args.stack}")
+            raise ValueError(f"stack must be a whole number >= 1, got {args.stack}")
         if args.dry_run:
             status = sweep_status(configs, store, overwrite=args.overwrite)
             print(describe_status(status))

@@ -52,7 +52,7 @@ def test_cli_refuses_zero_epochs_and_stack_before_anything_trains(results_dir, c
     for extra in (["--epochs", "0"], ["--stack", "0"], ["--set", "lr=abc"]):
         assert main(["sweep", "--method", "joint", "--profile", "smoke", "--dry-run", *extra]) == 2
     err = capsys.readouterr().err
-    assert "epochs must be at least 1" in err and "--stack must be at least 1" in err and "lr must be" in err
+    assert "epochs must be at least 1" in err and "stack must be a whole number >= 1" in err and "lr must be" in err
     assert not list(results_dir.rglob("*.json"))
 
 
