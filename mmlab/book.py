@@ -70,17 +70,17 @@ def device_slug(device) -> str:
     return "cuda-" + torch.cuda.get_device_name(device).replace(" ", "-")
 
 
-def glue(name: str, value: Any, display: bool = False) -> Any:
+def glue(name: str, value: Any, display: bool = False) -> None:
     """Make ``value`` citable in the prose as ``{glue:text}`name``` (myst-nb).
 
-    Outside a book build (in Colab, say) myst-nb may be absent; then the value
-    is simply returned, so the notebook runs the same.
+    Returns nothing, as myst-nb's ``glue`` does: a cell that ends with a glue shows no stray
+    value under it. Outside a book build (in Colab, say) myst-nb may be absent; then nothing
+    is glued and the notebook runs the same.
     """
     if hasattr(value, "item") and getattr(value, "ndim", 0) == 0:
         value = value.item()  # numpy / torch scalars: glue formats plain Python numbers
     try:
         from myst_nb import glue as _glue
     except ImportError:  # pragma: no cover - depends on the environment
-        return value
+        return
     _glue(name, value, display=display)
-    return value
