@@ -71,6 +71,27 @@ CREMAD_OTHER_PROTOCOLS: tuple[tuple[str, str, float], ...] = (
 )
 
 
+def other_protocols_cremad() -> pd.DataFrame:
+    """:data:`CREMAD_OTHER_PROTOCOLS` as a table: one row per (source, method), each with its own protocol."""
+    return pd.DataFrame(CREMAD_OTHER_PROTOCOLS, columns=["source and protocol", "method", "published acc (%)"])
+
+
+#: CG-MNIST figures of other papers, each from its own protocol (never compared in one column)
+CGMNIST_OTHER_PROTOCOLS: tuple[tuple[str, str, float], ...] = (
+    ("UDI (arXiv 2509.02281), its own CG-MNIST protocol (not described in its digest)", "udi", 99.11),
+)
+
+#: Throughput of the original MMPareto code's way of computing the two gradients, from the project's reference
+#: notes (not a run of this book): a re-implementation in the original code's style -- three backward passes
+#: with retain_graph, a fourth on the summed loss, per-parameter clone loops -- on a 2-core CPU, batch 64,
+#: torch 2.13, as a fraction of the uniform baseline's throughput measured the same way.
+ORIGINAL_STYLE_MMPARETO_THROUGHPUT = 0.42
+ORIGINAL_STYLE_MMPARETO_SOURCE = (
+    "the book's reference notes: a re-implementation in the original MMPareto code's style (four backward passes "
+    "per step, per-parameter Python loops), 2-core CPU, batch 64, torch 2.13; not a recorded run of this book"
+)
+
+
 def published_cremad() -> pd.DataFrame:
     frame = pd.DataFrame(
         [(m, *v) for m, v in CREMAD_PUBLISHED.items()],

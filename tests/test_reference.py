@@ -59,3 +59,33 @@ def test_the_balancebenchmark_figures_are_the_ones_in_the_reference_document():
     ours = {m: v for source, m, v in CREMAD_OTHER_PROTOCOLS if source.startswith("BalanceBenchmark")}
     assert set(ours) == set(names)
     assert all(quoted[names[m]] == v for m, v in ours.items())
+
+
+REFERENCE = PUBLISHED_MD.parent
+
+
+@pytest.mark.skipif(not PUBLISHED_MD.exists(), reason="../shared/reference not at hand")
+def test_other_protocols_figures_are_the_reference_documents():
+    from mmlab.reference import CGMNIST_OTHER_PROTOCOLS, other_protocols_cremad
+
+    text = PUBLISHED_MD.read_text()
+    udi_cg = float(re.search(r'UDI \(seed 002\) reports ([\d.]+) on "CGMNIST"', text).group(1))
+    assert [v for _, m, v in CGMNIST_OTHER_PROTOCOLS if m == "udi"] == [udi_cg]
+    other = other_protocols_cremad()
+    udi_cremad = float(re.search(r"- UDI \(seed 002\): (\d+\.\d+)", text).group(1))
+    assert other.loc[other.method == "udi", "published acc (%)"].tolist() == [udi_cremad]
+    line = next(l for l in text.splitlines() if l.startswith("- BalanceBenchmark"))
+    names = {"baseline": "joint", "OGM": "ogm_ge", "AGM": "agm", "PMR": "pmr", "Greedy": "greedy",
+             "G-Blending": "gblending", "MMPareto": "mmpareto", "OPM": "opm"}
+    quoted = {names[n]: float(v) for n, v in re.findall(r"([A-Za-z-]+) ([\d.]+)", line) if n in names}
+    ours = other[other["source and protocol"].str.startswith("BalanceBenchmark")]
+    assert dict(zip(ours.method, ours["published acc (%)"])) == quoted
+
+
+@pytest.mark.skipif(not (REFERENCE / "METHODS.md").exists(), reason="../shared/reference not at hand")
+def test_the_original_style_speed_is_the_reference_notes():
+    from mmlab.reference import ORIGINAL_STYLE_MMPARETO_THROUGHPUT
+
+    text = (REFERENCE / "METHODS.md").read_text()
+    assert float(re.search(r"MMPareto ([\d.]+)x \(three retain_graph", text).group(1)) == \
+        ORIGINAL_STYLE_MMPARETO_THROUGHPUT
