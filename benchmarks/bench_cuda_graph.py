@@ -4,7 +4,7 @@
     python benchmarks/bench_cuda_graph.py --samples 8192 --repeats 3
 
 On a GPU, a CG-MNIST step at batch 64 is bound by the launches of its many small kernels
-(chapter 7). A CUDA graph launches a captured step as one unit. This probe measures, for the
+(the reproduction chapter). A CUDA graph launches a captured step as one unit. This probe measures, for the
 uniform baseline and for MMPareto, the bare step of ``bench_training.py`` (the same model,
 losses and optimiser; MMPareto's per-loss encoder gradients and ``mmpareto_direction`` per
 encoder) run eagerly and replayed from a graph captured once (``torch.cuda.graph``; each batch

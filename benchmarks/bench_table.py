@@ -7,7 +7,7 @@ from scratch by ``python -m mmlab sweep --plan``, timed end to end.
 The runs go to a temporary results root (nothing is skipped because it was recorded before),
 unless ``--results DIR`` keeps them. The record -- total wall time, each run's wall time and
 test accuracy, the jobs and threads, the machine, torch and the commit -- is written atomically
-to ``results/benchmarks/table-<profile>-<device>.json``; chapter 7 and the benchmark page
+to ``results/benchmarks/table-<profile>-<device>.json``; the reproduction chapter and the benchmark page
 read it. Issue 6 asks that the quick profile of the whole table finish within 30 minutes on a
 2-core CPU.
 """

@@ -7,7 +7,7 @@ explains it. Layers, from the bottom up::
     models    -> per-modality encoders (small CNNs, ResNet-18), fusion (concatenation, MMTM), the classifier
     methods   -> small objects that plug into the training loop's hooks
     training  -> the one training loop, checkpoints, the results store
-    sweep / reproduction -> many runs at once; the reproduction's plans and tables (chapter 7)
+    sweep / reproduction -> many runs at once; the reproduction's plans and tables (the reproduction chapter)
     metrics / analysis / plots / widgets -> what the chapters show
 
 Importing :mod:`mmlab` is light: plotting and widget modules load on demand.

@@ -85,7 +85,7 @@ def _add_sweep_parser(sub) -> None:
     s.add_argument("--method", "-m", nargs="+", action="extend", metavar="METHOD",
                    help="method specs (repeatable); required unless --plan")
     s.add_argument("--plan", action="store_true",
-                   help="every run of each dataset's reproduction table (chapter 7; mmlab.reproduction)")
+                   help="every run of each dataset's reproduction table (the reproduction chapter; mmlab.reproduction)")
     s.add_argument("--dataset", nargs="+", action="extend", metavar="DATASET",
                    help="dataset specs (default: cgmnist)")
     s.add_argument("--seed", nargs="+", action="extend", type=int, metavar="SEED",

@@ -1,5 +1,5 @@
 """What the reproduction chapter trains, and its tables: our runs beside the published numbers
-(chapter 7, *Reproduction*).
+(notebooks/07_reproduction.ipynb).
 
 :data:`PLANS` lists, per dataset, the runs of the reproduction: each a method with its options,
 under the label its records carry. :func:`reproduction_configs` turns a plan into
@@ -51,7 +51,7 @@ PLANS: dict[str, list[Planned]] = {
 }
 
 #: settings every run of a dataset's reproduction has beyond its profile: the audio-visual runs
-#: also record the greedy-learner measures (chapter 5 shows them; chapter 7 reads the same runs)
+#: also record the greedy-learner measures (chapter 5 shows them; the reproduction chapter reads the same runs)
 RUN_SETTINGS: dict[str, dict[str, Any]] = {
     "avdigits": {"measure_imbalance": True},
     "cremad": {"measure_imbalance": True},
@@ -210,7 +210,7 @@ def order_agreement(records: Sequence[Mapping[str, Any]], dataset: str) -> pd.Da
     the two is ahead in our runs (mean test accuracy over seeds) and in the paper, and whether the two
     orders agree.
 
-    Our levels differ from the paper's for reasons of protocol (chapter 7); what a method paper claims
+    Our levels differ from the paper's for reasons of protocol (the reproduction chapter); what a method paper claims
     is an order -- this method above those baselines. One row per pair, with our gap and the paper's in
     points and ``agrees`` (None where either gap is exactly 0: a tie orders nothing). The frame's
     ``attrs`` hold the counts ``agree`` and ``disagree`` and Kendall's tau over the ordered pairs,

@@ -1,4 +1,4 @@
-"""The results store: one JSON record per finished run (chapter 1; chapter 7 reads them all).
+"""The results store: one JSON record per finished run (chapter 1; the reproduction chapter reads them all).
 
 A record holds the run's config, its per-epoch metrics (``history``), the final
 metrics, the dataset's description and the provenance (package version, git

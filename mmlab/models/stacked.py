@@ -1,4 +1,4 @@
-"""Several models of the same shape trained at once (chapter 7, *Speed*): the seeds of one method.
+"""Several models of the same shape trained at once (the reproduction chapter, *Speed*): the seeds of one method.
 
 A small model's training step on a GPU is bound by kernel launches, not arithmetic: CG-MNIST's
 encoders at batch 64 leave the card mostly idle. :class:`StackedEncoders` computes the encoder

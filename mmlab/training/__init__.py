@@ -44,7 +44,7 @@ def load_or_run_stacked(configs: Sequence[RunConfig], *, store=None, overwrite: 
                         progress: bool = True, data_root: str | None = None,
                         deadline: float | None = None, cuda_graph: bool = False) -> list[dict[str, Any]]:
     """:func:`load_or_run` for several seeds of one run: the stored records of those recorded, and
-    the others trained together (:func:`train_stacked`, chapter 7), each stored as it would be
+    the others trained together (:func:`train_stacked`, the reproduction chapter), each stored as it would be
     alone. Returns the records in the order of ``configs``."""
     from ..results import ResultsStore, warn_if_other_code
 

@@ -1,4 +1,4 @@
-"""The training step captured once and replayed: CUDA graphs (chapter 7, *Speed*).
+"""The training step captured once and replayed: CUDA graphs (the reproduction chapter, *Speed*).
 
 On a GPU a CG-MNIST step at batch 64 is bound by the launches of its few hundred small kernels,
 not by arithmetic. A CUDA graph records the kernels of one step once and launches them again as a

@@ -218,7 +218,7 @@ def train_stacked(
     deadline: float | None = None,
     cuda_graph: bool | Any = False,
 ) -> list[dict[str, Any]]:
-    """Train several seeds of one run at once and return their records, in order (chapter 7).
+    """Train several seeds of one run at once and return their records, in order (the reproduction chapter).
 
     ``configs`` differ in their seed only. Their encoders run as one batched computation
     (:class:`~mmlab.models.stacked.StackedEncoders`); everything else -- the method's hooks, the
