@@ -86,6 +86,75 @@ def test_missing_data_lists_the_folders_tried_and_how_to_get_it(tmp_path, monkey
     assert "v1.0.10" in message and "MMLAB_DATA" in message
 
 
+def _release_archive(path: Path, recordings: Path, extra: dict[str, bytes] | None = None) -> str:
+    """A .tar.gz laid out as FSDD's tagged release (recordings/ beside code and docs); its file:// URL."""
+    import tarfile
+
+    with tarfile.open(path, "w:gz") as tar:
+        top = "free-spoken-digit-dataset-1.0.10"
+        for wav in sorted(recordings.glob("*.wav")):
+            tar.add(wav, arcname=f"{top}/recordings/{wav.name}")
+        readme = recordings.parent / "README.md"
+        readme.write_text("FSDD")
+        tar.add(readme, arcname=f"{top}/README.md")
+        for name, data in (extra or {}).items():
+            item = recordings.parent / "extra.bin"
+            item.write_bytes(data)
+            tar.add(item, arcname=name)
+    return path.as_uri()
+
+
+def test_missing_recordings_are_downloaded_into_the_cache(tmp_path, monkeypatch):
+    monkeypatch.delenv("MMLAB_DATA", raising=False)
+    source = write_fsdd(tmp_path / "release" / "recordings", takes=(0, 5, 10), speakers=("alice", "bob"))
+    url = _release_archive(tmp_path / "release.tar.gz", source)
+    monkeypatch.setattr(av, "FSDD_ARCHIVE_URL", url)
+    monkeypatch.setattr(av, "FSDD_RECORDINGS", 60)
+    monkeypatch.setattr(av.download_fsdd, "__kwdefaults__",
+                        {**av.download_fsdd.__kwdefaults__, "url": url, "expected_recordings": 60})
+    cache = tmp_path / "cache"
+    with pytest.raises(DataNotFoundError):  # not there, and not asked to download
+        find_fsdd_dir(cache_dir=cache)
+    folder = find_fsdd_dir(cache_dir=cache, download=True)
+    assert folder == cache / "fsdd" / "recordings"
+    assert sorted(p.name for p in folder.iterdir()) == sorted(p.name for p in source.glob("*.wav"))
+    assert (folder / "3_bob_5.wav").read_bytes() == (source / "3_bob_5.wav").read_bytes()
+    assert [p.name for p in folder.parent.iterdir()] == ["recordings"]  # no scratch left behind
+    assert find_fsdd_dir(cache_dir=cache) == folder  # found without a download the next time
+    assert len(list_recordings(folder)) == 60
+
+
+def test_an_archive_that_is_not_fsdds_keeps_nothing(tmp_path, monkeypatch):
+    source = write_fsdd(tmp_path / "release" / "recordings", takes=(0,))
+    cache = tmp_path / "cache"
+    short = _release_archive(tmp_path / "short.tar.gz", source)
+    with pytest.raises(DataIntegrityError, match="holds 10 recordings, FSDD v1.0.10 has 3000"):
+        av.download_fsdd(cache, url=short, verbose=False)
+    odd = _release_archive(tmp_path / "odd.tar.gz", source, {"x/recordings/evil.wav": b"RIFF"})
+    with pytest.raises(DataIntegrityError, match="'x/recordings/evil.wav' is not an FSDD recording"):
+        av.download_fsdd(cache, url=odd, expected_recordings=10, verbose=False)
+    (tmp_path / "broken.tar.gz").write_bytes(b"not a tar archive")
+    with pytest.raises(DataIntegrityError, match="not a readable .tar.gz"):
+        av.download_fsdd(cache, url=(tmp_path / "broken.tar.gz").as_uri(), verbose=False)
+    assert not (cache / "fsdd" / "recordings").exists()
+    assert list((cache / "fsdd").iterdir()) == []  # every scratch folder removed
+    # a member whose path climbs out of recordings/ is not a recording: never written anywhere
+    climbing = _release_archive(tmp_path / "climbing.tar.gz", source, {"x/recordings/../../7_eve_1.wav": b"RIFF"})
+    folder = av.download_fsdd(cache, url=climbing, expected_recordings=10, verbose=False)
+    assert not list(tmp_path.rglob("7_eve_1.wav")) and len(list(folder.iterdir())) == 10
+
+
+def test_a_failed_download_is_reported_with_the_folders_tried(tmp_path, monkeypatch):
+    monkeypatch.delenv("MMLAB_DATA", raising=False)
+    missing = (tmp_path / "nowhere.tar.gz").as_uri()
+    monkeypatch.setattr(av.download_fsdd, "__kwdefaults__", {**av.download_fsdd.__kwdefaults__, "url": missing})
+    with pytest.raises(DataNotFoundError) as err:
+        find_fsdd_dir(cache_dir=tmp_path / "cache", download=True)
+    message = str(err.value)
+    assert f"Download tried: {missing} could not be fetched" in message
+    assert str(tmp_path / "cache" / "fsdd" / "recordings") in message and "git clone" in message
+
+
 def test_folders_are_searched_root_then_mmlab_data_then_cache(tmp_path, monkeypatch):
     root = write_fsdd(tmp_path / "root" / "fsdd" / "recordings")
     data = write_fsdd(tmp_path / "data" / "recordings")

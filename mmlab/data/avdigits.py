@@ -82,7 +82,7 @@ from .split import Split
 
 __all__ = [
     "AVDigitsConfig", "PCAEnergyRemoval", "Recording", "add_pixel_noise", "add_wave_noise",
-    "find_fsdd_dir", "list_recordings", "make_avdigits", "spectrogram_bank",
+    "download_fsdd", "find_fsdd_dir", "list_recordings", "make_avdigits", "spectrogram_bank",
 ]
 
 #: Spectrogram parameters: 1 s at 8 kHz, 32 ms windows, hop 16 ms -> ``129 x 63``.
@@ -99,6 +99,10 @@ SPLITS = ("train", "val", "test")
 NUM_CLASSES = 10
 FSDD_URL = "https://github.com/Jakobovski/free-spoken-digit-dataset"
 FSDD_VERSION = "v1.0.10"
+#: The tagged release's source archive: its ``recordings/`` folder holds the WAV files.
+FSDD_ARCHIVE_URL = f"{FSDD_URL}/archive/refs/tags/{FSDD_VERSION}.tar.gz"
+#: Recordings in that release: 6 speakers x 10 digits x 50 takes.
+FSDD_RECORDINGS = 3_000
 
 _NAME = re.compile(r"^(?P<digit>\d+)_(?P<speaker>[A-Za-z][A-Za-z0-9-]*)_(?P<take>\d+)\.wav$")
 _CACHE_FORMAT = 1  # bump when the way spectrograms are computed changes
@@ -126,13 +130,14 @@ class Recording:
 
 
 def find_fsdd_dir(root: str | os.PathLike | None = None,
-                  cache_dir: str | os.PathLike | None = None) -> Path:
+                  cache_dir: str | os.PathLike | None = None, download: bool = False) -> Path:
     """The first folder holding FSDD's ``.wav`` files.
 
     Looks in ``root``, then ``$MMLAB_DATA``, then the cache folder (``cache_dir``, else
     ``$MMLAB_CACHE``, else ``~/.cache/mmlab``), each in ``fsdd/recordings/``, ``recordings/``
-    and the folder itself. Raises :class:`DataNotFoundError` listing every folder looked in and
-    how to get the data.
+    and the folder itself. If none holds them and ``download`` is true, downloads them into the
+    cache (:func:`download_fsdd`). Otherwise, or if that fails, raises :class:`DataNotFoundError`
+    listing every folder looked in (and the download tried) and how to get the data.
     """
     bases = [(Path(root).expanduser(), "root argument")] if root is not None else []
     if os.environ.get(DATA_ENV, "").strip():
@@ -147,6 +152,11 @@ def find_fsdd_dir(root: str | os.PathLike | None = None,
                 report.append(f"  - {folder} ({origin}): holds no .wav files")
             else:
                 return folder
+    if download:
+        try:
+            return download_fsdd(cache_dir)
+        except (DataNotFoundError, DataIntegrityError) as err:
+            report.append(f"Download tried: {err}")
     raise DataNotFoundError("\n".join([
         "The Free Spoken Digit Dataset (FSDD) could not be found. Folders looked in:", *report,
         f"How to fix this: clone it (about 20 MB), `git clone --branch {FSDD_VERSION} {FSDD_URL}`, "
@@ -154,6 +164,68 @@ def find_fsdd_dir(root: str | os.PathLike | None = None,
         "e.g. `mkdir -p data/fsdd && mv free-spoken-digit-dataset/recordings data/fsdd/ && "
         f"export {DATA_ENV}=$PWD/data`; or pass that folder as root=...",
     ]))
+
+
+def download_fsdd(cache_dir: str | os.PathLike | None = None, *, url: str = FSDD_ARCHIVE_URL,
+                  expected_recordings: int = FSDD_RECORDINGS, timeout: float = 120.0,
+                  verbose: bool = True) -> Path:
+    """Download FSDD's tagged release (about 20 MB of WAV files) into ``<cache>/fsdd/recordings``
+    and return that folder (the cache as in :func:`find_fsdd_dir`).
+
+    Only the archive's ``recordings/*.wav`` files are taken, each name checked against FSDD's
+    ``{digit}_{speaker}_{take}.wav``; their number must be ``expected_recordings``. They are
+    extracted into a temporary folder next to the target and renamed into place, so the folder
+    appears whole or not at all. A failed download raises :class:`DataNotFoundError` naming the
+    URL; an archive that is not FSDD's raises :class:`DataIntegrityError`.
+    """
+    import shutil
+    import socket
+    import sys
+    import tarfile
+    import tempfile
+    import urllib.error
+    import urllib.request
+
+    target = _default_cache_dir(cache_dir) / "fsdd" / "recordings"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=".download-") as scratch:
+        archive = Path(scratch) / "fsdd.tar.gz"
+        if verbose:
+            print(f"Downloading the Free Spoken Digit Dataset from {url} ...", file=sys.stderr, flush=True)
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as response, archive.open("wb") as out:  # noqa: S310
+                shutil.copyfileobj(response, out)
+        except (urllib.error.URLError, socket.timeout, OSError, ValueError) as err:
+            raise DataNotFoundError(f"{url} could not be fetched ({getattr(err, 'reason', err)})") from err
+        extracted = Path(scratch) / "recordings"
+        extracted.mkdir()
+        count = 0
+        try:
+            with tarfile.open(archive, "r:gz") as tar:
+                for member in tar:
+                    parts = Path(member.name).parts
+                    if len(parts) < 2 or parts[-2] != "recordings" or not parts[-1].endswith(".wav"):
+                        continue  # the release's code, docs and pictures
+                    if not member.isfile() or not _NAME.match(parts[-1]):
+                        raise DataIntegrityError(f"{url}: the archive member {member.name!r} is not an FSDD "
+                                                 "recording; the archive is not FSDD's release")
+                    source = tar.extractfile(member)
+                    (extracted / parts[-1]).write_bytes(source.read())
+                    count += 1
+        except (tarfile.TarError, EOFError, OSError) as err:
+            raise DataIntegrityError(f"{url}: the download is not a readable .tar.gz archive ({err})") from err
+        if count != expected_recordings:
+            raise DataIntegrityError(f"{url}: the archive holds {count} recordings, FSDD {FSDD_VERSION} has "
+                                     f"{expected_recordings}; nothing was kept")
+        if target.exists():
+            if any(target.iterdir()):  # a partial folder from elsewhere: kept aside, never mixed in
+                aside = target.with_name(f"recordings.replaced-{os.getpid()}")
+                warnings.warn(f"{target} held other files; they are moved to {aside}", stacklevel=2)
+                target.rename(aside)
+            else:
+                target.rmdir()
+        extracted.rename(target)
+    return target
 
 
 def list_recordings(folder: str | os.PathLike) -> list[Recording]:

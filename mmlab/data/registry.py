@@ -127,7 +127,7 @@ def _build_avdigits(*, train_size, val_size, test_size, data_seed, root, image_n
         train_size=train_size, val_size=val_size, test_size=test_size, image_noise=image_noise,
         image_pca_energy_removed=image_pca_energy_removed, audio_noise=audio_noise, seed=data_seed,
     )
-    return make_avdigits(load_mnist(root), list_recordings(find_fsdd_dir(root)), config)
+    return make_avdigits(load_mnist(root), list_recordings(find_fsdd_dir(root, download=True)), config)
 
 
 DATASETS: dict[str, DatasetSpec] = {
