@@ -90,10 +90,14 @@ def test_first_code_cell_is_the_colab_setup(notebook):
     source = cells[0].source
     assert re.search(r"""["']google\.colab["']\s+in\s+sys\.modules""", source), (
         f"{path.name}: the first code cell must test `'google.colab' in sys.modules`")
-    assert "pip install" in source, f"{path.name}: the Colab cell must pip-install mmlab"
-    assert f"git+{repository_url()}" in source, (
-        f"{path.name}: the Colab cell must install from the repository of _config.yml "
-        f"(git+{repository_url()})")
+    assert f"git clone -q --depth 1 {repository_url()} " in source, (
+        f"{path.name}: the Colab cell must clone the repository of _config.yml ({repository_url()}): the "
+        "chapters read its recorded results from ../results")
+    clone = source.split(f"{repository_url()} ")[1].split()[0]
+    assert re.search(rf'pip install -q "{re.escape(clone)}(\[\w+\])?"', source), (
+        f"{path.name}: the Colab cell must pip-install mmlab from that clone ({clone})")
+    assert f"%cd {clone}/notebooks" in source, (
+        f"{path.name}: the Colab cell must work in the clone's notebooks/ folder, so that ../results is the clone's")
 
 
 def test_listed_in_toc(notebook):
