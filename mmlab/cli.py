@@ -17,14 +17,16 @@ def _catalogue() -> str:
     from .methods import METHODS
     from .profiles import PROFILES
 
+    width = max(map(len, [*DATASETS, *METHODS, *PROFILES]))
     lines = ["datasets:"]
-    lines += [f"  {n:10s} {d.description} (modalities: {', '.join(d.modalities)})" for n, d in DATASETS.items()]
+    lines += [f"  {n:{width}s} {d.description} (modalities: {', '.join(d.modalities)})" for n, d in DATASETS.items()]
     lines.append("methods:")
     for n, factory in METHODS.items():
-        doc = (factory.__doc__ or "").strip().splitlines()[0] if factory.__doc__ else ""
-        lines.append(f"  {n:10s} {doc}")
+        # the docstring's first sentence, however many lines it spans
+        summary = " ".join((factory.__doc__ or "").strip().split("\n\n")[0].split())
+        lines.append(f"  {n:{width}s} {summary}")
     lines.append("profiles:")
-    lines += [f"  {n:10s} {p.description}" for n, p in PROFILES.items()]
+    lines += [f"  {n:{width}s} {p.description}" for n, p in PROFILES.items()]
     return "\n".join(lines)
 
 
@@ -46,17 +48,17 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     t = sub.add_parser("train", help="train one run (or load its stored record)", epilog=_catalogue(),
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    t.add_argument("--dataset", default="cgmnist")
-    t.add_argument("--method", default="uniform")
+    t.add_argument("--dataset", default="cgmnist", help="a dataset of the catalogue below (default: cgmnist)")
+    t.add_argument("--method", default="uniform", help="a method of the catalogue below (default: uniform)")
     t.add_argument("--modality", help="the modality, for --method unimodal")
     t.add_argument("--option", "-o", action="append", type=_parse_option, default=[], metavar="KEY=VALUE",
                    help="a method option (repeatable)")
     t.add_argument("--data-option", action="append", type=_parse_option, default=[], metavar="KEY=VALUE",
                    help="a dataset option, e.g. jitter_variance=0.1 (repeatable)")
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--seed", type=int, default=0, help="the run's seed (default: 0)")
     t.add_argument("--profile", default=None, help="smoke, quick or full (default: $MMLAB_PROFILE or quick)")
     t.add_argument("--epochs", type=int, help="override the profile's number of epochs")
-    t.add_argument("--device", default=None, help="cpu, cuda, mps (default: the best available)")
+    t.add_argument("--device", default=None, help="cpu, cuda, mps or auto (default: auto, the best available)")
     t.add_argument("--results", default=None, help="results folder (default: $MMLAB_RESULTS or ./results)")
     t.add_argument("--data", default=None, help="data folder (default: $MMLAB_DATA, then a download)")
     t.add_argument("--overwrite", action="store_true", help="train again and replace a stored record")
@@ -101,7 +103,7 @@ def _add_sweep_parser(sub) -> None:
     s.add_argument("--jobs", "-j", type=int, default=None,
                    help="runs at once: local worker processes (default 1: in this process); "
                    "slurm: array tasks running at once")
-    s.add_argument("--device", default=None, help="cpu, cuda, mps (default: the best available); "
+    s.add_argument("--device", default=None, help="cpu, cuda, mps or auto (default: auto, the best available); "
                    "with cuda, the --jobs runs share the GPU")
     s.add_argument("--results", default=None, help="results folder (default: $MMLAB_RESULTS or ./results)")
     s.add_argument("--data", default=None, help="data folder (default: $MMLAB_DATA, then a download)")
@@ -112,7 +114,8 @@ def _add_sweep_parser(sub) -> None:
                    "batched computation (for a GPU, where a small model's step is bound by kernel launches)")
     s.add_argument("--cuda-graph", action="store_true",
                    help="replay each full-batch training step from a CUDA graph captured once (a GPU; methods "
-                   "that are not capturable train eagerly): several times faster for CG-MNIST's small models")
+                   "that are not capturable train eagerly). CG-MNIST's small models are launch-bound on a GPU: "
+                   "the Benchmarks page shows what capture gains (check it first: scripts/check_cuda_graph.py)")
     s.add_argument("--time-limit", type=_parse_duration, default=None, metavar="DURATION",
                    help="stop in time, e.g. 50m, 2h or 900 (seconds): no run starts an epoch it would not "
                    "finish by then; paused runs keep their checkpoints and resume when run again")
@@ -243,6 +246,8 @@ def _sweep(args) -> int:
         slurm.parameters()  # a bad --slurm-time fails here
         if args.stack is not None and args.stack < 1:  # here, so that a dry run says it too
             raise ValueError(f"stack must be a whole number >= 1, got {args.stack}")
+        if args.jobs is not None and args.jobs < 1:  # as run_sweep says it, a dry run too
+            raise ValueError(f"jobs must be at least 1, got {args.jobs}")
         if args.dry_run:
             status = sweep_status(configs, store, overwrite=args.overwrite)
             print(describe_status(status))

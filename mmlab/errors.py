@@ -15,8 +15,13 @@ class UnknownNameError(ValueError):
     def __init__(self, kind: str, name: object, valid: Iterable[str]):
         self.kind, self.name, self.valid = kind, name, sorted(valid)
         super().__init__(
-            f"Unknown {kind} {name!r}. Valid {kind}s: {', '.join(self.valid)}."
+            f"Unknown {kind} {name!r}. Valid {_plural(kind)}: {', '.join(self.valid)}."
         )
+
+
+def _plural(kind: str) -> str:
+    """``modality`` -> ``modalities``; ``ogm_ge option`` -> ``ogm_ge options``."""
+    return kind[:-1] + "ies" if kind.endswith("y") and kind[-2:-1] not in "aeiou" else kind + "s"
 
 
 class NonFiniteLossError(FloatingPointError):

@@ -48,7 +48,7 @@ def test_prepare_run_collect(tmp_path, shared_data):
     rc, out = _sh(["run", "2h", "--profile", "smoke", "--method", "joint", "--seed", "0", "--epochs", "1",
                    "--device", "cpu", *sets], remote, OUT=str(out_dir), MMLAB_DATA="/nonexistent")
     assert rc == 0, out
-    assert "1 runs: 1 done" in out and (out_dir / "sweep.log").exists()
+    assert "1 run: 1 done" in out and (out_dir / "sweep.log").exists()
     config = RunConfig.from_profile(profile="smoke", method="joint", seed=0, epochs=1, **TINY)
     records = list((out_dir / "results").rglob(f"*{config.key}.json"))
     assert len(records) == 1

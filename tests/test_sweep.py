@@ -103,7 +103,7 @@ def test_slurm_options_are_submitits_parameters():
 @pytest.mark.parametrize("args, message", [
     (["--method", "joint", "magic"], "Unknown method 'magic'. Valid methods: "),
     (["--method", "joint", "ogm_ge:alpah=0.8"], "Unknown ogm_ge option 'alpah'. Valid ogm_ge options: alpha"),
-    (["--method", "unimodal:modality=smell"], "Unknown modality 'smell'"),
+    (["--method", "unimodal:modality=smell"], "Unknown modality 'smell'. Valid modalities: color, gray."),
     (["--method", "ogm_ge:alpha=abc"], "option 'alpha' of method 'ogm_ge' must be a number (its default is 0.8), "
                                        "got 'abc' (str)"),
     (["--method", "metabalance:strategy=3"], "option 'strategy' of method 'metabalance' must be a word"),
@@ -374,6 +374,17 @@ def test_cli_dry_run_end_to_end(results_dir):
         ["unimodal-gray", "1", "train"]]
     assert sorted(p.name for p in results_dir.rglob("*") if p.is_file()) == [
         ResultsStore(results_dir).path_for(configs[1]).name]  # nothing else was written
+
+
+def test_a_dry_run_refuses_what_the_sweep_would_refuse(results_dir, capsys):
+    """A dry run plans the sweep: --jobs 0 used to print a normal table there and fail only when run."""
+    argv = ["sweep", "--profile", "smoke", "--method", "joint", "--seed", "0", *TINY_ARGS, "--results",
+            str(results_dir), "--dry-run"]
+    for bad in (["--jobs", "0"], ["--jobs", "-3"], ["--stack", "0"]):
+        assert main(argv + bad) == 2, bad
+        err = capsys.readouterr().err
+        assert ("jobs must be at least 1" if bad[0] == "--jobs" else "stack must be a whole number >= 1") in err
+    assert main(argv + ["--jobs", "2"]) == 0 and "1 run: 0 recorded, 1 to train" in capsys.readouterr().out
 
 
 def test_cli_sweep_reports_each_run_and_exits_1_on_a_failure(trainings, results_dir, capsys):

@@ -56,7 +56,9 @@ def build_method(name: str, modalities: Sequence[str] | None = None, **options: 
     if missing:
         raise TypeError(
             f"Method {name!r} needs option(s) {missing}"
-            + (f" (one of the modalities {list(modalities)})" if modalities and "modality" in missing else "")
+            + (f" (one of the modalities {list(modalities)}: modality={list(modalities)[0]!r}; on the command line "
+               f"`train --modality {list(modalities)[0]}`, or `sweep --method {name}:modality={list(modalities)[0]}`)"
+               if modalities and "modality" in missing else "")
         )
     for option, value in options.items():
         _check_option_type(name, option, value, params[option].default)
