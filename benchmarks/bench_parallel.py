@@ -12,7 +12,7 @@ alone (N = 1, with every core), measured in the same repeat so that a drift of t
 not enter it; the median over the repeats. Above 1, a sweep of many runs finishes sooner with
 ``--jobs N``, although each run takes longer. On a GPU the N workers share the card (the sweep's
 ``--device cuda --jobs N``). The record, with provenance, goes to
-``results/benchmarks/parallel-<device>.json`` after every measurement (``"complete": false`` until
+``results/benchmarks/parallel-<device>-<case>.json`` after every measurement (``"complete": false`` until
 the last).
 """
 
@@ -83,7 +83,8 @@ def main(argv=None) -> int:
     samples = args.samples or (16384 if device.type == "cuda" else 4096)
     config = RunConfig.from_profile(profile="quick", epochs=2, train_size=samples, val_size=500, test_size=1000,
                                     **CASES[args.case])
-    out = Path(args.out) if args.out else REPO / "results" / "benchmarks" / f"parallel-{device_slug(device)}.json"
+    default_out = REPO / "results" / "benchmarks" / f"parallel-{device_slug(device)}-{args.case}.json"
+    out = Path(args.out) if args.out else default_out
     code_version = git_commit()  # the code this benchmark imported
     measured: dict[int, list[list[float]]] = {n: [] for n in jobs_list}
     rows: list[dict] = []

@@ -11,7 +11,7 @@ from typing import Any
 #: (``table-<profile>-<device>.json``, from benchmarks/bench_table.py), the CUDA-graph probe
 #: (``cuda-graph-<device>.json``, from benchmarks/bench_cuda_graph.py), the check of the loop's
 #: captured step (``check-cuda-graph-<device>.json``, from scripts/check_cuda_graph.py) and runs side by side
-#: (``parallel-<device>.json``, from benchmarks/bench_parallel.py)
+#: (``parallel-<device>-<case>.json``, from benchmarks/bench_parallel.py)
 BENCHMARK_KINDS = {"throughput": "", "table": "table-", "graph": "cuda-graph-", "parallel": "parallel-",
                    "check": "check-cuda-graph-"}
 

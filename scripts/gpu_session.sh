@@ -79,7 +79,7 @@ fi
   fi
   if [[ "$parallel_seconds" != 0 ]]; then
     timeout --signal=INT "$parallel_seconds" "$python" benchmarks/bench_parallel.py --device "$device" --case uniform \
-      --jobs 4 8 --repeats 1 --out "$OUT/benchmarks/parallel-$slug.json" 2>&1 | tee "$OUT/parallel.log" \
+      --jobs 4 8 --repeats 1 --out "$OUT/benchmarks/parallel-$slug-uniform.json" 2>&1 | tee "$OUT/parallel.log" \
       || echo "side-by-side benchmark stopped at ${parallel_seconds} s"
   fi
 )
