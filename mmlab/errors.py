@@ -15,13 +15,15 @@ class UnknownNameError(ValueError):
     def __init__(self, kind: str, name: object, valid: Iterable[str]):
         self.kind, self.name, self.valid = kind, name, sorted(valid)
         super().__init__(
-            f"Unknown {kind} {name!r}. Valid {_plural(kind)}: {', '.join(self.valid)}."
+            f"Unknown {kind} {name!r}. Valid {plural(kind)}: {', '.join(self.valid)}."
         )
 
 
-def _plural(kind: str) -> str:
-    """``modality`` -> ``modalities``; ``ogm_ge option`` -> ``ogm_ge options``."""
-    return kind[:-1] + "ies" if kind.endswith("y") and kind[-2:-1] not in "aeiou" else kind + "s"
+def plural(noun: str, count: int | None = None) -> str:
+    """``modality`` -> ``modalities``, ``ogm_ge option`` -> ``ogm_ge options``; with a count,
+    the count and the noun that fits it: ``1 run``, ``3 runs``."""
+    many = noun[:-1] + "ies" if noun.endswith("y") and noun[-2:-1] not in "aeiou" else noun + "s"
+    return many if count is None else f"{count} {noun if count == 1 else many}"
 
 
 class NonFiniteLossError(FloatingPointError):

@@ -89,7 +89,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from .config import RunConfig
-from .errors import NonFiniteLossError, ResultsFileError, TimeLimitReached, UnknownNameError
+from .errors import NonFiniteLossError, ResultsFileError, TimeLimitReached, UnknownNameError, plural
 
 BACKENDS = ("local", "slurm")
 STATUS_COLUMNS = ["profile", "dataset", "method", "seed", "epochs", "done", "status", "test_acc", "code", "key",
@@ -246,10 +246,6 @@ def sweep_status(configs: Sequence[RunConfig], store=None, *, overwrite: bool = 
     return frame
 
 
-def _runs(n: int) -> str:
-    return "1 run" if n == 1 else f"{n} runs"
-
-
 def describe_status(status) -> str:
     """``"N runs: K recorded, M to train (R resume from a checkpoint)"``, how many of the
     records other code made, and when some runs resume, how many of all the epochs are done."""
@@ -258,7 +254,7 @@ def describe_status(status) -> str:
     todo = len(status) - recorded
     other = int(((status["status"] == "recorded") & (status["code"] == "other")).sum())
     by_other = f" ({other} by other code than this: edited since, --overwrite trains them again)" if other else ""
-    text = f"{_runs(len(status))}: {recorded} recorded{by_other}, {todo} to train"
+    text = f"{plural('run', len(status))}: {recorded} recorded{by_other}, {todo} to train"
     extra = [f"{int(counts[s])} {what}" for s, what in (("resume", "resume from a checkpoint"),
                                                       ("retrain", "replace a record")) if counts.get(s)]
     text += f" ({', '.join(extra)})" if extra else ""
@@ -594,7 +590,7 @@ def describe_outcomes(summary) -> str:
     counts = summary["status"].value_counts()
     order = ["done", "failed", "interrupted", "paused", "submitted", "skipped"]
     parts = [f"{int(counts[s])} {s}" for s in order if counts.get(s)]
-    return f"{_runs(len(summary))}: " + ", ".join(parts)
+    return f"{plural('run', len(summary))}: " + ", ".join(parts)
 
 
 def run_sweep(

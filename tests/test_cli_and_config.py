@@ -131,3 +131,20 @@ def test_preprocess_cremad_names_a_missing_folder(tmp_path, capsys):
 
     assert main(["preprocess-cremad", str(tmp_path / "nowhere"), "--no-progress"]) == 2
     assert "nowhere" in capsys.readouterr().err
+
+
+def test_a_method_missing_its_modality_says_how_to_give_one():
+    from mmlab.methods import build_method
+
+    with pytest.raises(TypeError, match=r"needs option\(s\) \['modality'\] \(one of the modalities \['color', 'gray'\]: "
+                                        r"modality='color'; .*`sweep --method unimodal:modality=color`"):
+        build_method("unimodal", modalities=["color", "gray"])
+    with pytest.raises(TypeError, match=r"needs option\(s\) \['modality'\]$"):  # no modalities known: no hint
+        build_method("unimodal")
+
+
+def test_plural_counts_and_nouns():
+    from mmlab.errors import plural
+
+    assert [plural("run", n) for n in (0, 1, 2)] == ["0 runs", "1 run", "2 runs"]
+    assert plural("modality") == "modalities" and plural("key") == "keys" and plural("ogm_ge option") == "ogm_ge options"

@@ -110,8 +110,6 @@ def test_missing_recordings_are_downloaded_into_the_cache(tmp_path, monkeypatch)
     url = _release_archive(tmp_path / "release.tar.gz", source)
     monkeypatch.setattr(av, "FSDD_ARCHIVE_URL", url)
     monkeypatch.setattr(av, "FSDD_RECORDINGS", 60)
-    monkeypatch.setattr(av.download_fsdd, "__kwdefaults__",
-                        {**av.download_fsdd.__kwdefaults__, "url": url, "expected_recordings": 60})
     cache = tmp_path / "cache"
     with pytest.raises(DataNotFoundError):  # not there, and not asked to download
         find_fsdd_dir(cache_dir=cache)
@@ -147,7 +145,7 @@ def test_an_archive_that_is_not_fsdds_keeps_nothing(tmp_path, monkeypatch):
 def test_a_failed_download_is_reported_with_the_folders_tried(tmp_path, monkeypatch):
     monkeypatch.delenv("MMLAB_DATA", raising=False)
     missing = (tmp_path / "nowhere.tar.gz").as_uri()
-    monkeypatch.setattr(av.download_fsdd, "__kwdefaults__", {**av.download_fsdd.__kwdefaults__, "url": missing})
+    monkeypatch.setattr(av, "FSDD_ARCHIVE_URL", missing)
     with pytest.raises(DataNotFoundError) as err:
         find_fsdd_dir(cache_dir=tmp_path / "cache", download=True)
     message = str(err.value)

@@ -76,6 +76,7 @@ import torch
 from ..io import atomic_write_bytes
 from .audio import log_spectrogram, read_wav
 from .cgmnist import _check_size
+from .download import FETCH_ERRORS, fetch, fetch_failure
 from .errors import DataIntegrityError, DataNotFoundError
 from .mnist import DATA_ENV, MNIST, _default_cache_dir
 from .split import Split
@@ -166,8 +167,8 @@ def find_fsdd_dir(root: str | os.PathLike | None = None,
     ]))
 
 
-def download_fsdd(cache_dir: str | os.PathLike | None = None, *, url: str = FSDD_ARCHIVE_URL,
-                  expected_recordings: int = FSDD_RECORDINGS, timeout: float = 120.0,
+def download_fsdd(cache_dir: str | os.PathLike | None = None, *, url: str | None = None,
+                  expected_recordings: int | None = None, timeout: float = 120.0,
                   verbose: bool = True) -> Path:
     """Download FSDD's tagged release (about 20 MB of WAV files) into ``<cache>/fsdd/recordings``
     and return that folder (the cache as in :func:`find_fsdd_dir`).
@@ -176,32 +177,29 @@ def download_fsdd(cache_dir: str | os.PathLike | None = None, *, url: str = FSDD
     ``{digit}_{speaker}_{take}.wav``; their number must be ``expected_recordings``. They are
     extracted into a temporary folder next to the target and renamed into place, so the folder
     appears whole or not at all. A failed download raises :class:`DataNotFoundError` naming the
-    URL; an archive that is not FSDD's raises :class:`DataIntegrityError`.
+    URL; an archive that is not FSDD's raises :class:`DataIntegrityError`. ``url`` and
+    ``expected_recordings`` default to :data:`FSDD_ARCHIVE_URL` and :data:`FSDD_RECORDINGS`.
     """
-    import shutil
-    import socket
     import sys
     import tarfile
     import tempfile
-    import urllib.error
-    import urllib.request
 
+    url = FSDD_ARCHIVE_URL if url is None else url
+    expected_recordings = FSDD_RECORDINGS if expected_recordings is None else expected_recordings
     target = _default_cache_dir(cache_dir) / "fsdd" / "recordings"
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=".download-") as scratch:
-        archive = Path(scratch) / "fsdd.tar.gz"
         if verbose:
             print(f"Downloading the Free Spoken Digit Dataset from {url} ...", file=sys.stderr, flush=True)
         try:
-            with urllib.request.urlopen(url, timeout=timeout) as response, archive.open("wb") as out:  # noqa: S310
-                shutil.copyfileobj(response, out)
-        except (urllib.error.URLError, socket.timeout, OSError, ValueError) as err:
-            raise DataNotFoundError(f"{url} could not be fetched ({getattr(err, 'reason', err)})") from err
+            archive = fetch(url, timeout)
+        except FETCH_ERRORS as err:
+            raise DataNotFoundError(f"{url} could not be fetched ({fetch_failure(err)})") from err
         extracted = Path(scratch) / "recordings"
         extracted.mkdir()
         count = 0
         try:
-            with tarfile.open(archive, "r:gz") as tar:
+            with tarfile.open(fileobj=io.BytesIO(archive), mode="r:gz") as tar:
                 for member in tar:
                     parts = Path(member.name).parts
                     if len(parts) < 2 or parts[-2] != "recordings" or not parts[-1].endswith(".wav"):

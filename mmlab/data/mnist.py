@@ -39,10 +39,8 @@ import functools
 import gzip
 import hashlib
 import os
-import socket
 import sys
 import urllib.error
-import urllib.request
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -52,6 +50,7 @@ import numpy as np
 import torch
 
 from ..io import atomic_write_bytes
+from .download import FETCH_ERRORS, fetch, fetch_failure
 from .errors import DataIntegrityError, DataNotFoundError
 
 __all__ = [
@@ -372,11 +371,6 @@ class _DownloadFailed(Exception):
     """Internal: no mirror could provide a file; ``args[0]`` lists the attempts."""
 
 
-def _fetch(url: str, timeout: float) -> bytes:
-    with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310
-        return response.read()
-
-
 def _download_mnist(
     target: Path, mirrors: Sequence[str], timeout: float, verbose: bool
 ) -> list[str]:
@@ -405,13 +399,12 @@ def _download_mnist(
             if verbose:
                 print(f"Downloading {url} ...", file=sys.stderr, flush=True)
             try:
-                payload = _fetch(url, timeout)
+                payload = fetch(url, timeout)
             except urllib.error.HTTPError as err:
                 attempts.append(f"{url}: HTTP error {err.code} {err.reason}")
                 continue
-            except (urllib.error.URLError, socket.timeout, OSError, ValueError) as err:
-                reason = getattr(err, "reason", err)
-                attempts.append(f"{url}: could not be fetched ({reason})")
+            except FETCH_ERRORS as err:
+                attempts.append(f"{url}: could not be fetched ({fetch_failure(err)})")
                 unreachable.add(base)
                 continue
             try:

@@ -54,12 +54,12 @@ def build_method(name: str, modalities: Sequence[str] | None = None, **options: 
         raise UnknownNameError(f"{name} option", sorted(unknown)[0], valid)
     missing = [p for p, v in params.items() if v.default is inspect.Parameter.empty and p not in options]
     if missing:
-        raise TypeError(
-            f"Method {name!r} needs option(s) {missing}"
-            + (f" (one of the modalities {list(modalities)}: modality={list(modalities)[0]!r}; on the command line "
-               f"`train --modality {list(modalities)[0]}`, or `sweep --method {name}:modality={list(modalities)[0]}`)"
-               if modalities and "modality" in missing else "")
-        )
+        hint = ""
+        if modalities and "modality" in missing:
+            example = list(modalities)[0]
+            hint = (f" (one of the modalities {list(modalities)}: modality={example!r}; on the command line "
+                    f"`train --modality {example}`, or `sweep --method {name}:modality={example}`)")
+        raise TypeError(f"Method {name!r} needs option(s) {missing}{hint}")
     for option, value in options.items():
         _check_option_type(name, option, value, params[option].default)
     method = factory(**options)
