@@ -30,7 +30,11 @@ fusion the two responses both pass their gradient to the one fused output, so sc
 common factor ``(k^a + k^v) / 2`` for every parameter: chapter 3 derives it and checks it with autograd);
 the sign of ``r`` is that of ``GradMod``'s two-modality branch (BalanceBenchmark's active trainer forms the
 ratio with the opposite sign, which slows a modality that is further *behind* than usual); no gradient
-clipping. ``alpha = 0.1`` is BalanceBenchmark's default.
+clipping. ``alpha = 0.1`` is BalanceBenchmark's default. Where BalanceBenchmark's active trainer differs
+besides: it scales only the encoders' weight tensors (not biases or BatchNorm parameters; here every
+parameter of the encoder), caps the exponent at 7 (here ``max_exponent = 10``, as in ``GradMod``'s commented
+code), clips the gradient norm at 5 when the fused layer's gradient leaves ``[-5, 5]``, and leaves the empty
+coalition out of the sum, so its responses are not the Shapley values plus ``f({}) / M`` used here.
 
 The cost: ``2^M`` forward passes per step in general (:func:`coalition_outputs`). Under the book's late
 concatenation fusion every ``f(S)`` is a sum of the shares of the batch and of a blank sample, so

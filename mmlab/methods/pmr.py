@@ -13,8 +13,8 @@ features ``z^m_i`` and prototypes ``c^m_k`` (the mean feature of class ``k``):
   features toward its class prototypes, so that modality learns faster without touching the
   dominant one.
 
-As the authors' public code does it (``main_Prototype_grad.py``): the switch is a step, not a
-smooth function of ``rho``; the prototypes are detached, recomputed after each epoch and blended
+As the authors' public code does it (``main_Prototype_grad.py``): the switch is a step (``alpha``
+for the slower modality, 0 for the others); the prototypes are detached, recomputed after each epoch and blended
 with the previous ones, ``c <- (1 - momentum) c_new + momentum c_old`` with momentum 0.2. The paper
 also describes an entropy regularisation of the dominant modality early in training (PER); that
 script does not apply it and neither does this method.
