@@ -301,7 +301,8 @@ def run_unit(configs: Sequence[RunConfig | Mapping[str, Any]], results_root: str
 
     Returns one dict per config: the run's identity, ``status`` (``done``, ``skipped`` when it
     was recorded already, ``failed``), ``test_acc``, ``epochs``, ``resumed``,
-    ``wall_s`` (the unit's), ``error`` (one line), ``traceback`` (for unexpected errors), and
+    ``wall_s`` (the unit's), ``error`` (one line), ``traceback`` (for unexpected errors), ``detail``
+    (the whole message of one of the library's own errors, where it has more than one line), and
     where it ran (``host``, ``pid``, ``threads``). ``deadline`` (a :func:`time.time` value) may stop
     the runs at an epoch's end: status ``paused``, their checkpoints kept; ``cuda_graph`` replays their
     steps from a CUDA graph (:mod:`mmlab.training.graph`). A failing run is
@@ -321,7 +322,7 @@ def run_unit(configs: Sequence[RunConfig | Mapping[str, Any]], results_root: str
     store = ResultsStore(results_root)
     where = {"host": socket.gethostname(), "pid": os.getpid(), "threads": torch.get_num_threads()}
     outcomes = [{**_identity(c), "status": "failed", "test_acc": None, "epochs": None, "resumed": None,
-                 "wall_s": None, "error": None, "traceback": None, **where} for c in configs]
+                 "wall_s": None, "error": None, "traceback": None, "detail": None, **where} for c in configs]
 
     def note(outcome: dict[str, Any], record: dict[str, Any], status: str) -> None:
         outcome.update(status=status, test_acc=record["final"].get("test/acc"), epochs=record["final"].get("epoch"))
@@ -346,10 +347,13 @@ def run_unit(configs: Sequence[RunConfig | Mapping[str, Any]], results_root: str
         for _, outcome in pending:
             outcome.update(status="paused", error=str(exc), epochs=exc.epochs_done)
     except Exception as exc:  # reported in the sweep's summary; the other runs go on
+        message = f"{type(exc).__name__}: {exc}"
         for _, outcome in pending:
-            outcome["error"] = f"{type(exc).__name__}: {exc}".splitlines()[0]
+            outcome["error"] = message.splitlines()[0]
             if not isinstance(exc, _expected_errors()):
                 outcome["traceback"] = traceback.format_exc()
+            elif "\n" in message.strip():  # e.g. the folders searched and how to fix it: shown once
+                outcome["detail"] = message.strip()
     wall = round(time.perf_counter() - start, 2)
     return [{**outcome, "wall_s": wall} for outcome in outcomes]
 
@@ -671,6 +675,7 @@ def run_sweep(
         run_kwargs["cuda_graph"] = True
 
     finished: list[dict[str, Any]] = []
+    details_shown: set[str] = set()
 
     def report(outcome: dict[str, Any]) -> None:
         outcomes[outcome["key"]] = outcome
@@ -679,6 +684,9 @@ def run_sweep(
         log(_line(outcome, len(finished), len(todo)))
         if outcome.get("traceback"):
             log(outcome["traceback"].rstrip())
+        elif outcome.get("detail") and outcome["detail"] not in details_shown:  # the same error: once
+            details_shown.add(outcome["detail"])
+            log(outcome["detail"])
 
     try:
         if todo and backend == "local":

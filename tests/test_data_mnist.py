@@ -152,7 +152,8 @@ def test_root_comes_before_env_and_raw_files_are_accepted(
     assert m.source == str(root)
     check_real_mnist(m)
     assert find_mnist_dir(root) == root
-    assert find_mnist_dir(tmp_path / "nowhere") == REAL_MNIST  # falls back to MMLAB_DATA
+    with pytest.warns(UserWarning, match="nowhere .root argument. does not exist"):
+        assert find_mnist_dir(tmp_path / "nowhere") == REAL_MNIST  # falls back to MMLAB_DATA, and says so
 
 
 @needs_real
@@ -160,6 +161,7 @@ def test_explicit_root_without_files_falls_back_to_later_sources(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("MMLAB_DATA", str(REAL_MNIST))
+    (tmp_path / "empty").mkdir()
     m = load_mnist(root=tmp_path / "empty", download=False)
     assert m.source == str(REAL_MNIST)
 
@@ -382,3 +384,14 @@ def test_corrupt_file_in_cache_is_not_replaced_silently(tmp_path: Path) -> None:
     write(cache / "mnist" / f"{LABELS}.gz", tampered_labels_gz())
     with pytest.raises(DataIntegrityError, match="Delete the file"):
         load_mnist(download=True, cache_dir=cache, mirrors=[REAL_MNIST.as_uri()], verbose=False)
+
+
+def test_a_named_folder_that_does_not_exist_is_said_when_another_one_is_used(tmp_path, monkeypatch):
+    from mmlab.data.mnist import _search
+
+    cache = tmp_path / "cache"
+    link_real(cache / "mnist")
+    monkeypatch.setenv("MMLAB_DATA", str(tmp_path / "typo"))
+    with pytest.warns(UserWarning, match=r"typo \(\$MMLAB_DATA\) does not exist; MNIST is read from .*cache"):
+        hit, _ = _search(None, cache)
+    assert hit is not None and hit[0] == cache / "mnist"

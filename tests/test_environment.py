@@ -8,10 +8,14 @@ conda names that differ from pip names are mapped (`pytorch` is pip's `torch`).
 from __future__ import annotations
 
 import re
-import tomllib
 from pathlib import Path
 
 import pytest
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: the backport, where it is installed
+    tomllib = pytest.importorskip("tomli")
 import yaml
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet

@@ -519,3 +519,19 @@ def test_slurm_sweeps_leave_the_cuda_graph_check_to_the_nodes(results_dir):
     assert "CUDA graphs need a CUDA device" in summary["error"][0]
     with pytest.raises(ValueError, match="cuda_graph needs a CUDA device"):  # locally, refused at once
         run_sweep(tiny_sweep(), progress=False, device="cpu", cuda_graph=True)
+
+
+def test_a_data_error_is_shown_whole_once_not_cut_to_its_first_line(results_dir, monkeypatch, capsys):
+    from mmlab.data import DataNotFoundError
+
+    def missing(config, **kwargs):
+        raise DataNotFoundError("MNIST could not be found on this machine.\nSearched: /nowhere/mnist\n"
+                                "How to fix: pass --data FOLDER")
+
+    monkeypatch.setattr(training, "train", missing)
+    summary = run_sweep(tiny_sweep(methods=["joint", "uniform"]), progress=False)
+    assert list(summary["status"]) == ["failed", "failed"]
+    assert summary["error"][0] == "DataNotFoundError: MNIST could not be found on this machine."
+    out = capsys.readouterr().out
+    assert out.count("Searched: /nowhere/mnist") == 1 and out.count("How to fix: pass --data FOLDER") == 1
+    assert "Traceback" not in out

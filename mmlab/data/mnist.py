@@ -41,6 +41,7 @@ import hashlib
 import os
 import sys
 import urllib.error
+import warnings
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -328,7 +329,10 @@ def _search(
     """
     report: list[str] = []
     seen: set[Path] = set()
+    absent: list[str] = []  # folders the caller named that do not exist: said if a later one is used
     for base, origin in _candidate_bases(root, cache):
+        if origin != "cache" and not base.exists():
+            absent.append(f"{base} ({origin})")
         for folder in (base, base / "mnist"):
             key = folder.resolve() if folder.exists() else folder.absolute()
             if key in seen:
@@ -342,6 +346,9 @@ def _search(
                 continue
             files, missing = _locate_in(folder)
             if not missing:
+                if absent:
+                    warnings.warn(f"The data folder {' and '.join(absent)} does not exist; MNIST is read from "
+                                  f"{folder} instead. Check the spelling of the folder.", stacklevel=4)
                 return (folder, files), report
             if len(missing) == len(MNIST_FILES):
                 report.append(f"{folder} ({origin}): none of the four files is there.")
@@ -471,9 +478,12 @@ def _not_found_message(
         "How to fix this: set the environment variable "
         f"{DATA_ENV} to a folder that holds the four MNIST IDX files (directly or "
         "in a 'mnist/' sub-folder, gzipped or not), e.g. "
-        f"`export {DATA_ENV}=/path/to/data`, or pass that folder as "
-        "load_mnist(root=...); or, on a machine with internet access, call "
-        f"load_mnist(download=True) to download them into {download_target}.",
+        f"`export {DATA_ENV}=/path/to/data`, or name that folder with `--data FOLDER` on the "
+        "command line (load_mnist(root=...) in Python); "
+        + (f"or check this machine's network access: with it, the files download themselves into "
+           f"{download_target}." if download else
+           f"or, on a machine with internet access, call load_mnist(download=True) to download them "
+           f"into {download_target}."),
     ]
     return "\n".join(lines)
 
