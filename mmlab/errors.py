@@ -12,10 +12,11 @@ from typing import Iterable
 class UnknownNameError(ValueError):
     """A dataset, method, profile or option name that does not exist."""
 
-    def __init__(self, kind: str, name: object, valid: Iterable[str]):
+    def __init__(self, kind: str, name: object, valid: Iterable[str], *, source: str | None = None):
         self.kind, self.name, self.valid = kind, name, sorted(valid)
         super().__init__(
-            f"Unknown {kind} {name!r}. Valid {plural(kind)}: {', '.join(self.valid)}."
+            f"Unknown {kind} {name!r}" + (f" (from {source})" if source else "")
+            + f". Valid {plural(kind)}: {', '.join(self.valid)}."
         )
 
 

@@ -101,5 +101,8 @@ def resolve_profile(name: str | None = None) -> Profile:
     ``quick``. A bad value gets an error naming the valid profiles.
     """
     if name is None or name == "":
-        name = os.environ.get("MMLAB_PROFILE") or DEFAULT_PROFILE
+        from_env = os.environ.get("MMLAB_PROFILE")
+        if from_env and from_env not in PROFILES:
+            raise UnknownNameError("profile", from_env, PROFILES, source="the environment variable MMLAB_PROFILE")
+        name = from_env or DEFAULT_PROFILE
     return get_profile(name)

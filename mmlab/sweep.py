@@ -52,7 +52,7 @@ small model's step is bound by kernel launches, this multiplies what one worker 
 it is slower than one seed at a time (the sweep says so). Greedy (MMTM: connected encoders) is
 trained one seed after the other.
 
-``slurm`` (``pip install mmlab[slurm]``) submits the runs as one SLURM job
+``slurm`` (in the clone, ``pip install -e '.[slurm]'``) submits the runs as one SLURM job
 array through `submitit <https://github.com/facebookincubator/submitit>`_; each
 array task calls :func:`run_one`, the function the local backend calls, and
 writes into the same results root, which must therefore be on a file system
@@ -510,7 +510,7 @@ def _submitit():
     try:
         import submitit
     except ImportError:
-        raise ImportError("The SLURM backend needs submitit: pip install 'mmlab[slurm]'") from None
+        raise ImportError("The SLURM backend needs submitit: in the clone, pip install -e '.[slurm]'") from None
     return submitit
 
 

@@ -478,6 +478,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-strict", action="store_true",
                         help="do not turn Sphinx warnings into errors (local drafting only)")
     args = parser.parse_args(argv)
+    if args.profile not in PROFILES:  # a default from $MMLAB_PROFILE, which argparse does not check
+        parser.error(f"the environment variable MMLAB_PROFILE is {args.profile!r}; "
+                     f"choose one of {', '.join(PROFILES)}")
 
     try:
         chapters = notebook_chapters()

@@ -6,6 +6,8 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -224,3 +226,12 @@ def test_benchmark_page_shows_the_captured_loop_check(tmp_path, monkeypatch):
     page = build_book.benchmarks_page()
     assert "| cuda (H200) | mmpareto | 3 | 8192 | 380 | 0.4123 | 0.4057 | 4.0 | 0.8 | passed | `0123456789` |" in page
     assert "| ogm_ge |" in page and "failed: final test accuracy within 0.05" in page
+
+
+def test_build_book_refuses_a_bad_profile_from_the_environment_before_executing_anything(monkeypatch, capsys):
+    build_book = _load(REPO / "scripts" / "build_book.py", "build_book")
+    monkeypatch.setenv("MMLAB_PROFILE", "fast")
+    monkeypatch.setattr(build_book, "execute", lambda *a, **k: pytest.fail("a chapter was executed"))
+    with pytest.raises(SystemExit) as exit_:
+        build_book.main(["--no-strict"])
+    assert exit_.value.code == 2 and "MMLAB_PROFILE is 'fast'" in capsys.readouterr().err

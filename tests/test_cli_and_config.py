@@ -148,3 +148,13 @@ def test_plural_counts_and_nouns():
 
     assert [plural("run", n) for n in (0, 1, 2)] == ["0 runs", "1 run", "2 runs"]
     assert plural("modality") == "modalities" and plural("key") == "keys" and plural("ogm_ge option") == "ogm_ge options"
+
+
+def test_a_bad_profile_from_the_environment_names_the_variable(monkeypatch, capsys):
+    monkeypatch.setenv("MMLAB_PROFILE", "Quick")
+    with pytest.raises(UnknownNameError, match=r"Unknown profile 'Quick' \(from the environment variable "
+                                               r"MMLAB_PROFILE\)\. Valid profiles: full, quick, smoke\."):
+        resolve_profile()
+    assert resolve_profile("smoke").name == "smoke"  # a notebook parameter wins over the variable
+    assert main(["sweep", "--method", "joint", "--dry-run"]) == 2
+    assert "MMLAB_PROFILE" in capsys.readouterr().err

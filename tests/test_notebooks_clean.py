@@ -98,6 +98,9 @@ def test_first_code_cell_is_the_colab_setup(notebook):
         f"{path.name}: the Colab cell must pip-install mmlab from that clone ({clone})")
     assert f"%cd {clone}/notebooks" in source, (
         f"{path.name}: the Colab cell must work in the clone's notebooks/ folder, so that ../results is the clone's")
+    assert "MMLAB_GIT_COMMIT" in source and f'"git", "-C", "{clone}"' in source, (
+        f"{path.name}: the Colab cell must give mmlab the clone's commit (MMLAB_GIT_COMMIT): an installed copy has no "
+        ".git, and records made on Colab would name no commit")
 
 
 def test_listed_in_toc(notebook):
