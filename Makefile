@@ -31,11 +31,14 @@ export MPLBACKEND
 # Extra arguments: make test PYTEST_ARGS="-k notebooks -x"; make book BOOK_ARGS="--only 01_modality_imbalance"
 PYTEST_ARGS ?=
 BOOK_ARGS   ?=
+# Extra pip options for `make venv`, e.g. PyTorch's CPU wheels on a machine without a GPU:
+#   make venv PIP_ARGS="--extra-index-url https://download.pytorch.org/whl/cpu"
+PIP_ARGS    ?=
 
 .PHONY: help venv book test clean
 
 help:
-	@echo "make venv    create .venv and install mmlab with its [book,test] extras (once per pyproject.toml change)"
+	@echo "make venv    create .venv and install mmlab with its [book,test] extras (once per pyproject.toml change); PIP_ARGS=... passes options"
 	@echo "make book    execute every chapter (MMLAB_PROFILE=$(MMLAB_PROFILE)) and build _build/html; BOOK_ARGS=... passes options"
 	@echo "make test    run tests/ and every notebook (nbval) in the smoke profile; PYTEST_ARGS=... passes options"
 	@echo "make clean   remove _build and the local smoke/quick results"
@@ -46,7 +49,7 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@# (the machine's pip configuration names local indexes that may be absent: drop pip's notes about them)
-	set -o pipefail; $(PY) -m pip install --quiet --disable-pip-version-check -e ".[book,test]" 2>&1 \
+	set -o pipefail; $(PY) -m pip install --quiet --disable-pip-version-check $(PIP_ARGS) -e ".[book,test]" 2>&1 \
 	  | { grep -v "^WARNING: Location 'file://" || true; }
 	@touch $@
 
