@@ -4,8 +4,8 @@
   show that the code runs, not what the methods achieve.
 * ``quick`` -- a laptop CPU: minutes per chapter. Enough data and epochs for the
   effects the chapters discuss to show, far short of the papers' protocol.
-* ``full``  -- the papers' protocol (MMPareto, App. B, for CG-MNIST: all training
-  images, 100 epochs, SGD lr 1e-3, momentum 0.9). Meant for a GPU.
+* ``full``  -- the papers' protocol (for CG-MNIST: all training images, SGD lr 1e-3,
+  momentum 0.9 as MMPareto's App. B says, and PMR's 100 epochs). Meant for a GPU.
 
 A profile fixes sizes and the optimiser; a :class:`mmlab.RunConfig` made from it
 can still override each field, and the override is part of the run's identity.

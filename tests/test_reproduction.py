@@ -155,3 +155,34 @@ def test_order_agreement_is_one_for_the_papers_order_and_minus_one_reversed(nois
         frame = order_agreement(records, "cgmnist")
         assert frame.attrs["kendall_tau"] == pytest.approx(sign)
         assert frame.attrs["agree"] + frame.attrs["disagree"] == len(frame) == 21
+
+
+def test_quick_runs_are_never_set_beside_the_published_figures():
+    quick = [{**r, "config": {**r["config"], "profile": "quick"}} for r in (_record("uniform", 0, 0.7),)]
+    table = reproduction_table(quick, "cgmnist")
+    assert table.loc["uniform", "status"] == "recorded"
+    assert "published acc (%)" not in table.columns and "difference (points)" not in table.columns
+    assert "mmpareto" in table.index  # planned rows stay, as missing
+    assert "published acc (%)" in reproduction_table(quick, "cgmnist", beside_published=True).columns
+
+
+def test_summary_says_whether_level_and_order_are_reproduced():
+    from mmlab.reproduction import reproduction_summary
+
+    # published (Table 3): joint 60.50 < uniform 75.68 < mmpareto 81.88
+    close = [_record("joint", s, 0.61) for s in (0, 1, 2)] + [_record("uniform", 0, 0.75)]
+    summary = reproduction_summary(close + [_record("mmpareto", 0, 0.815)], "cgmnist")
+    assert summary["level"] == "reproduced" and summary["order"] == "reproduced"
+    assert summary["complete"] == ["joint"] and summary["partial"] == {"uniform": 1, "mmpareto": 1}
+    assert "pcgrad" in summary["missing"] and summary["agree"] == 3 and summary["disagree"] == 0
+    low = reproduction_summary(close + [_record("mmpareto", 0, 0.30)], "cgmnist")  # far below, and out of order
+    assert low["level"] == "partly reproduced" and low["within"] == ["joint", "uniform"]
+    assert low["differences"]["mmpareto"] == pytest.approx(30.0 - 81.88)
+    assert low["order"] == "not reproduced" and (low["agree"], low["disagree"]) == (1, 2)  # tau -1/3
+    mid = reproduction_summary(close + [_record("mmpareto", 0, 0.70)], "cgmnist")  # below uniform only
+    assert mid["order"] == "partly reproduced" and (mid["agree"], mid["disagree"]) == (2, 1)
+    far = reproduction_summary([_record("joint", 0, 0.9), _record("uniform", 0, 0.2)], "cgmnist")
+    assert far["level"] == "not reproduced" and far["order"] == "not reproduced" and far["kendall_tau"] == -1
+    quick = [{**r, "config": {**r["config"], "profile": "quick"}} for r in close]
+    empty = reproduction_summary(quick, "cgmnist")  # only full-profile records count
+    assert empty["level"] is None and empty["order"] is None and len(empty["missing"]) == len(PLANS["cgmnist"])
