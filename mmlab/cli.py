@@ -59,7 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--profile", default=None, help="smoke, quick or full (default: $MMLAB_PROFILE or quick)")
     t.add_argument("--epochs", type=int, help="override the profile's number of epochs")
     t.add_argument("--device", default=None, help="cpu, cuda, mps or auto (default: auto, the best available)")
-    t.add_argument("--results", default=None, help="results folder (default: $MMLAB_RESULTS, else the results/ folder of the book checkout the command runs in, else ./mmlab-results)")
+    t.add_argument("--results", default=None,
+                   help="results folder (default: $MMLAB_RESULTS, else the results/ folder of the book's "
+                        "checkout the command runs in, else ./mmlab-results)")
     t.add_argument("--data", default=None, help="data folder (default: $MMLAB_DATA, then a download)")
     t.add_argument("--overwrite", action="store_true", help="train again and replace a stored record")
     t.add_argument("--measure-imbalance", action="store_true",
@@ -105,7 +107,9 @@ def _add_sweep_parser(sub) -> None:
                    "slurm: array tasks running at once")
     s.add_argument("--device", default=None, help="cpu, cuda, mps or auto (default: auto, the best available); "
                    "with cuda, the --jobs runs share the GPU")
-    s.add_argument("--results", default=None, help="results folder (default: $MMLAB_RESULTS, else the results/ folder of the book checkout the command runs in, else ./mmlab-results)")
+    s.add_argument("--results", default=None,
+                   help="results folder (default: $MMLAB_RESULTS, else the results/ folder of the book's "
+                        "checkout the command runs in, else ./mmlab-results)")
     s.add_argument("--data", default=None, help="data folder (default: $MMLAB_DATA, then a download)")
     s.add_argument("--overwrite", action="store_true",
                    help="train every run again and replace its record (unreadable ones too)")
