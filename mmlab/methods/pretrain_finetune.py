@@ -12,8 +12,9 @@ One run, two stages, in the one training loop:
 * **fine-tuning** (the rest): the encoders are trained by the fused cross-entropy ``L_mm`` only,
   from a fresh optimiser state (the momentum of the pre-training is dropped, as a second
   training script would start). The unimodal heads keep learning on the *detached* features: a
-  linear classifier of the encoder as it is, which is how MMPareto's note measures the
-  per-modality accuracy of a model that has no unimodal prediction of its own.
+  linear classifier of the encoder as it is, trained online. (MMPareto's note measures the
+  per-modality accuracy of a model without unimodal predictions with a linear classifier
+  fine-tuned afterwards on the frozen final encoder; chapter 1 says where the two differ.)
 
 The stages share the run's learning-rate schedule and its number of epochs (the paper does not
 say how long each stage was; the default gives each half).
