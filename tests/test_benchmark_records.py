@@ -235,3 +235,13 @@ def test_build_book_refuses_a_bad_profile_from_the_environment_before_executing_
     with pytest.raises(SystemExit) as exit_:
         build_book.main(["--no-strict"])
     assert exit_.value.code == 2 and "MMLAB_PROFILE is 'fast'" in capsys.readouterr().err
+
+
+def test_status_page_says_when_the_chapters_were_executed_with_other_profiles():
+    build_book = _load(REPO / "scripts" / "build_book.py", "build_book")
+    chapters = [Path("notebooks/01_a.ipynb"), Path("notebooks/02_b.ipynb")]
+    same = {"01_a": {"profile": "smoke", "seconds": 1.0}, "02_b": {"profile": "smoke", "seconds": 2.0}}
+    assert "- **Profile:** `smoke`\n" in build_book.status_page(chapters, same, "smoke")
+    assert "`smoke` (the chapters' executed copies, reused" in build_book.status_page(chapters, same, "quick")
+    mixed = {**same, "02_b": {"profile": "quick", "seconds": 2.0}}
+    assert "mixed: the chapters were executed with `quick`, `smoke`" in build_book.status_page(chapters, mixed, "quick")
