@@ -107,9 +107,11 @@ class RunConfig:
             raise ValueError(f"seed and data_seed must be >= 0, got {self.seed} and {self.data_seed}")
         for name in ("train_size", "test_size", "val_size"):
             size = getattr(self, name)
-            if size is not None and size < (0 if name == "val_size" else 1):
-                raise ValueError(f"{name} must be {'>= 0' if name == 'val_size' else 'at least 1'} "
-                                 f"(or None: all of the split), got {size}")
+            least = 1 if name == "train_size" else 2  # an evaluation split needs a batch of two (BatchNorm)
+            if size is not None and size < least:
+                raise ValueError(f"{name} must be at least {least} (or None: all of the split), got {size}"
+                                 + ("; every run is evaluated on a validation split after each epoch"
+                                    if name == "val_size" else ""))
         if self.momentum < 0 or self.weight_decay < 0:
             raise ValueError(f"momentum and weight_decay must be >= 0, got {self.momentum} and {self.weight_decay}")
         return self

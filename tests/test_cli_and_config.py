@@ -28,7 +28,7 @@ def test_unknown_names_list_the_valid_ones(capsys):
     ({"batch_size": True}, "batch_size must be a whole number"),
     ({"epochs": 0}, "epochs must be at least 1, got 0"),
     ({"train_size": 0}, "train_size must be at least 1"),
-    ({"val_size": -1}, "val_size must be >= 0"),
+    ({"val_size": -1}, "val_size must be at least 2"),
     ({"seed": -1}, "seed and data_seed must be >= 0"),
     ({"weight_decay": -1e-4}, "momentum and weight_decay must be >= 0"),
     ({"measure_imbalance": "yes"}, "measure_imbalance must be true or false"),
@@ -41,7 +41,7 @@ def test_bad_config_values_are_named(overrides, message):
 def test_config_accepts_numbers_of_any_real_type():
     import numpy as np
 
-    config = RunConfig.from_profile(profile="smoke", method="joint", lr=1, train_size=np.int64(100), val_size=0)
+    config = RunConfig.from_profile(profile="smoke", method="joint", lr=1, train_size=np.int64(100), val_size=np.int64(2))
     assert config.lr == 1 and config.train_size == 100
 
 
@@ -158,3 +158,18 @@ def test_a_bad_profile_from_the_environment_names_the_variable(monkeypatch, caps
     assert resolve_profile("smoke").name == "smoke"  # a notebook parameter wins over the variable
     assert main(["sweep", "--method", "joint", "--dry-run"]) == 2
     assert "MMLAB_PROFILE" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("field", ["val_size", "test_size"])
+@pytest.mark.parametrize("size", [0, 1])
+def test_an_evaluation_split_too_small_to_evaluate_is_refused_before_training(field, size):
+    """An empty or one-sample validation/test split once crashed after a whole epoch, in torch.cat."""
+    with pytest.raises(ValueError, match=f"{field} must be at least 2"):
+        RunConfig.from_profile(profile="smoke", method="joint", **{field: size})
+
+
+def test_the_smallest_evaluation_splits_train(tiny_config, tmp_path):
+    from mmlab.training import train
+
+    record = train(tiny_config("joint", val_size=2, test_size=2, epochs=1), checkpoint_dir=tmp_path, progress=False)
+    assert record["final"]["test/acc"] in (0.0, 0.5, 1.0)

@@ -144,3 +144,14 @@ def test_opm_drops_only_the_dominant_modality_at_the_intended_rate():
 def test_opm_trains_through_the_loop(tiny_config, tmp_path):
     record = train(tiny_config("opm", epochs=1), checkpoint_dir=tmp_path, progress=False)
     assert "train/opm_drop_probability/color" in record["history"][0]
+
+
+@pytest.mark.parametrize("method", ["ogm_ge", "opm"])
+def test_random_methods_resume_exactly(method, tiny_config, tmp_path):
+    """OGM-GE's noise and OPM's drops come from the method generator: an interrupted run resumes to the same
+    history only if that generator is restored from the checkpoint (both epochs inside the modulation window)."""
+    from conftest import straight_and_resumed, without_timing
+
+    straight, resumed = straight_and_resumed(tiny_config(method), tmp_path)
+    assert resumed["provenance"]["resumed"] and not straight["provenance"]["resumed"]
+    assert without_timing(resumed["history"]) == without_timing(straight["history"])
