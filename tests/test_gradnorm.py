@@ -18,3 +18,44 @@ def test_gradnorm_weights_move_and_sum_to_the_number_of_losses(tiny_config, tmp_
 def test_gradnorm_resumes_to_the_same_result(tiny_config, tmp_path):
     straight, resumed = straight_and_resumed(tiny_config("gradnorm", epochs=2), tmp_path)
     assert without_timing(resumed["history"]) == without_timing(straight["history"])
+
+
+def test_gradnorm_step_has_the_known_answer():
+    """Losses c_i * p on one shared scalar p: gradient norms c = (1, 2, 3). First step, all training rates equal:
+    target mean(G) = 2, d L_grad / d w_i = sign(G_i - 2) c_i = (-1, 0, 3); SGD (lr 0.1), then renormalise to sum 3.
+    Second step, loss 0 has halved (it trains fastest): its target, and so its weight, falls."""
+    import numpy as np
+    import torch
+
+    from mmlab.methods import build_method
+
+    method = build_method("gradnorm", alpha=1.5, weight_lr=0.1)
+    method.names = ["multimodal", "unimodal/gray", "unimodal/color"]
+    method.weights = torch.ones(3, requires_grad=True)
+    method.weight_optimizer = torch.optim.SGD([method.weights], lr=0.1)
+    p = torch.nn.Parameter(torch.tensor(1.0))
+    method.shared = [p]
+
+    class State:
+        def log(self, name, value):
+            pass
+
+    def step(scales):
+        c = torch.tensor([1.0, 2.0, 3.0]) * torch.tensor(scales)
+        method.total_loss(dict(zip(method.names, c * p)), State())
+        method.on_step_end(State())
+        return method.weights.detach().numpy().copy()
+
+    first = step([1.0, 1.0, 1.0])
+    expected = np.array([1.1, 1.0, 0.7]) * 3 / 2.8
+    np.testing.assert_allclose(first, expected, rtol=1e-6)
+
+    # by hand: G = w * (0.5, 2, 3); r = ratios / mean(ratios) with ratios (0.5, 1, 1); target = mean(G) * r^1.5
+    norms, ratios = np.array([0.5, 2.0, 3.0]), np.array([0.5, 1.0, 1.0])
+    G = first * norms
+    target = G.mean() * (ratios / ratios.mean()) ** 1.5
+    w = first - 0.1 * np.sign(G - target) * norms
+    w = np.maximum(w, 1e-3) * 3 / np.maximum(w, 1e-3).sum()
+    second = step([0.5, 1.0, 1.0])
+    np.testing.assert_allclose(second, w, rtol=1e-6)
+    assert second[0] / second[1] < first[0] / first[1]  # the loss that fell fastest lost weight

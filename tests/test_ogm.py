@@ -40,14 +40,16 @@ def test_modulation_coefficient(rho, alpha, continuous, expected):
     assert math.isclose(float(modulation_coefficient(torch.tensor(rho), alpha, continuous)), expected, rel_tol=1e-6)
 
 
-def _state_and_output(dominant="color"):
+def _state_and_output(dominant="color", confidence=20.0):
+    """Shares: the dominant one ``eye * confidence`` (20: certain of the true class, rho = 10; 0.4626: rho = 1.5,
+    where k = 1 - tanh(1.2) = 0.17 is far from 0), the other all zeros (probability 0.1 per class)."""
     torch.manual_seed(0)
     model = build_model(get_dataset("cgmnist"), ["gray", "color"], unimodal_heads=False)
     groups = model.parameter_groups()
     for p in groups.all():
         p.grad = torch.randn_like(p)
     y = torch.arange(10)
-    confident = torch.eye(10) * 20  # certain of the true class
+    confident = torch.eye(10) * confidence
     unsure = torch.zeros(10, 10)
     shares = {m: confident if m == dominant else unsure for m in ["gray", "color"]}
     out = ModelOutput(features={}, logits=sum(shares.values()), shares=shares)
@@ -58,12 +60,15 @@ def _state_and_output(dominant="color"):
 
 
 def test_only_the_dominant_encoder_is_scaled_and_nothing_else_changes():
-    state, out, y = _state_and_output("color")
+    state, out, y = _state_and_output("color", confidence=0.4626)
     before = {id(p): p.grad.clone() for p in state.groups.all()}
     build_method("ogm_ge", noise=False).transform_gradients(out, y, state)
-    k = float(modulation_coefficient(torch.tensor(10.0 / (10 * 0.1)), 0.8))  # scores 10 vs 1
+    rho = discrepancy_ratios(modality_scores(out.shares, y))["color"]
+    assert 1.45 < float(rho) < 1.55  # a moderate lead: k is far from both 0 and 1
+    k = float(modulation_coefficient(rho, 0.8))
+    assert math.isclose(k, 1 - math.tanh(0.8 * float(rho)), rel_tol=1e-6) and 0.1 < k < 0.3
     for p in state.groups.encoders["color"]:
-        torch.testing.assert_close(p.grad, before[id(p)] * k, rtol=1e-3, atol=1e-6)
+        torch.testing.assert_close(p.grad, before[id(p)] * k, rtol=1e-5, atol=0)
     for p in state.groups.encoders["gray"] + state.groups.non_encoder():
         assert torch.equal(p.grad, before[id(p)])
 
@@ -95,6 +100,18 @@ def test_ge_noise_has_mean_zero_and_the_std_of_the_unscaled_gradient():
     n = noise.numel()
     assert abs(float(noise.mean())) < 5 * float(g.std()) / math.sqrt(n)
     assert math.isclose(float(noise.std()), float(g.std()), rel_tol=0.05)
+
+
+def test_ge_noise_on_the_dominant_encoder_has_the_std_of_the_gradient_before_scaling():
+    state, out, y = _state_and_output("color", confidence=0.4626)
+    big = max(state.groups.encoders["color"], key=lambda p: p.numel())
+    big.grad = torch.randn_like(big) * 3.0
+    g = big.grad.clone()
+    k = float(modulation_coefficient(discrepancy_ratios(modality_scores(out.shares, y))["color"], 0.8))
+    build_method("ogm_ge").transform_gradients(out, y, state)
+    noise = big.grad - k * g  # the scaled gradient plus noise of the *unscaled* gradient's std
+    assert math.isclose(float(noise.std()), float(g.std()), rel_tol=0.05)
+    assert float(noise.std()) > 3 * k * float(g.std())  # not the std after scaling
 
 
 def test_ogm_ge_trains_through_the_loop(tiny_config, tmp_path):
@@ -139,6 +156,26 @@ def test_opm_drops_only_the_dominant_modality_at_the_intended_rate():
     assert abs(dropped - float(q)) < 4 * math.sqrt(float(q) * (1 - float(q)) / n)
     state.epoch = 60  # outside the window: nothing dropped
     assert all(torch.equal(method.intervene(features, state)[m], features[m]) for m in features)
+
+
+def test_opm_executes_per_batch_with_probability_p_exe():
+    """p_exe decides per *batch* whether OPM acts at all; within an executed batch each sample is dropped with q."""
+    state, _, _ = _state_and_output("color")
+    n, calls = 100, 600
+    labels = torch.arange(10).repeat(n // 10)
+    with torch.no_grad():
+        fusion = state.model.fusion.linear
+        fusion.weight.zero_()
+        fusion.bias.zero_()
+        fusion.weight[:, 512:522] = torch.eye(10)
+    features = {"gray": torch.ones(n, 512), "color": torch.nn.functional.one_hot(labels, 512).float() * 30}
+    state.labels = labels
+    method = build_method("opm", p_exe=0.3, q_base=0.4, strength=0.5)  # q = 0.4 (1 + 0.5 tanh(rho - 1)) > 0.4
+    drops = torch.tensor([float((method.intervene(features, state)["color"].abs().sum(1) == 0).sum())
+                          for _ in range(calls)])
+    executed = (drops > 0).float().mean().item()  # P(no drop at all | executed) < 0.6 ** 100: negligible
+    assert abs(executed - 0.3) < 4 * math.sqrt(0.3 * 0.7 / calls)
+    assert drops[drops > 0].mean() > 0.4 * n - 4 * math.sqrt(0.24 * n)  # executed batches drop q of their samples
 
 
 def test_opm_trains_through_the_loop(tiny_config, tmp_path):
