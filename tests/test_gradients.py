@@ -3,6 +3,8 @@
 import math
 
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mmlab.data.registry import get_dataset
 from mmlab.gradients import combined, covariance_summary, sample_encoder_gradients
@@ -88,3 +90,20 @@ def test_rule_weights_follow_the_library_methods():
         h = mmpareto_direction([g_m[i]], [g_u[i]], 1.5)[0][0]
         torch.testing.assert_close(mmp[i, 0] * g_m[i] + mmp[i, 1] * g_u[i], h)
     torch.testing.assert_close(mmp[1], torch.tensor([1.5, 1.5]))  # no conflict: gamma times the sum
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.floats(1.01, 10.0), st.floats(0.0, 1.0))
+def test_pareto_noise_threshold_is_the_boundary_of_weaker_noise(k, alpha_m):
+    """MMPareto Eqs. 12-15 with C_u = k C_m: Pareto's noise (2a)^2 + (2 - 2a)^2 k is below the uniform sum's
+    1 + k exactly for a in (1/2, (3k - 1) / (2k + 2))."""
+    from mmlab.gradients import pareto_noise_threshold
+
+    threshold = pareto_noise_threshold(k)
+    pareto, uniform = (2 * alpha_m) ** 2 + (2 - 2 * alpha_m) ** 2 * k, 1 + k
+    margin = 1e-9 * uniform
+    if 0.5 + 1e-6 < alpha_m < threshold - 1e-6:
+        assert pareto < uniform - margin
+    elif alpha_m < 0.5 - 1e-6 or alpha_m > threshold + 1e-6:
+        assert pareto > uniform + margin
+    assert (threshold > 1) == (k > 3)  # the paper's case split: every Pareto weight in (1/2, 1] for k > 3

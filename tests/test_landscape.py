@@ -47,3 +47,19 @@ def test_sharpness_of_a_known_curve():
 
     curve = pd.DataFrame({"t": [-1.0, -0.5, 0.0, 0.5, 1.0], "loss": [5.0, 2.0, 1.0, 3.0, 9.0]})
     assert sharpness(curve, 0.5) == (1.0 + 0.0 + 2.0) / 3
+
+
+def test_curve_at_t_is_the_loss_of_the_model_moved_by_t_times_the_direction():
+    import copy
+
+    model, batches, spec = _model_and_batches()
+    direction = filter_normalized_direction(model, seed=2)
+    curve = loss_along_direction(model, direction, batches, [-0.5, 0.5]).set_index("t")
+    for t in (-0.5, 0.5):
+        moved = copy.deepcopy(model)
+        with torch.no_grad():
+            for p, d in zip(moved.parameters(), direction):
+                p.add_(t * d)  # every tensor, by t times its direction
+        metrics = evaluate(moved, batches, spec.num_classes, "test")
+        assert abs(curve.loc[t, "loss"] - metrics["test/loss"]) < 1e-5
+    assert abs(curve.loc[-0.5, "loss"] - curve.loc[0.5, "loss"]) > 1e-4  # the sign of t matters

@@ -67,6 +67,36 @@ def test_corrupt_and_foreign_files_are_refused_with_their_name(tmp_path):
     foreign.write_text('{"hello": 1}')
     with pytest.raises(ResultsFileError, match="lacks"):
         read_record(foreign)
+    listed = tmp_path / "list.json"
+    listed.write_text("[1, 2]")
+    with pytest.raises(ResultsFileError, match="list.json does not hold a JSON object"):
+        read_record(listed)
+    future = tmp_path / "future.json"
+    future.write_text(json.dumps({"schema": 2, "key": "k", "config": {}, "history": [], "final": {}, "provenance": {}}))
+    with pytest.raises(ResultsFileError, match="future.json has schema 2, expected 1"):
+        read_record(future)
+
+
+def test_a_corrupt_or_foreign_checkpoint_stops_the_run_and_is_kept(tiny_config, tmp_path):
+    from mmlab.training import train
+    from mmlab.training.checkpoint import load_checkpoint, save_checkpoint
+
+    config = tiny_config("joint", epochs=1)
+    path = tmp_path / f"{config.key}.pt"
+    path.write_bytes(b"partial")
+    with pytest.raises(RuntimeError, match=f"{path} cannot be read .*Delete it"):
+        train(config, checkpoint_dir=tmp_path, progress=False)
+    assert path.read_bytes() == b"partial"  # nothing lost: the user decides
+
+    other = tiny_config("uniform", epochs=2)  # a real checkpoint, of another config, under this config's name
+    def stop(epoch, metrics):
+        raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        train(other, checkpoint_dir=tmp_path / "other", progress=False, callbacks=[stop])
+    save_checkpoint(path, load_checkpoint(tmp_path / "other" / f"{other.key}.pt"))
+    with pytest.raises(RuntimeError, match="belongs to another config; delete it"):
+        train(config, checkpoint_dir=tmp_path, progress=False)
+    assert path.exists()
 
 
 def test_records_filter(tiny_config, results_dir):
