@@ -241,9 +241,9 @@ def test_jobs_run_in_worker_processes_and_a_failure_does_not_stop_the_others(res
 @pytest.mark.skipif(not hasattr(signal, "SIGTERM") or sys.platform == "win32", reason="POSIX signals")
 def test_a_stopped_parallel_sweep_keeps_its_checkpoints_and_resumes(results_dir):
     """SIGTERM to ``python -m mmlab sweep --jobs 2`` mid-run, then the same sweep again."""
-    configs = tiny_sweep(seeds=[0, 1], epochs=4)
+    configs = tiny_sweep(seeds=[0, 1], epochs=8)  # long enough that the signal lands mid-run
     argv = [sys.executable, "-m", "mmlab", "sweep", "--profile", "smoke", "--method", "joint", "--seed", "0", "1",
-            *TINY_ARGS, "--epochs", "4", "--jobs", "2", "--results", str(results_dir),
+            *TINY_ARGS, "--epochs", "8", "--jobs", "2", "--results", str(results_dir),
             "--no-progress"]
     proc = subprocess.Popen(argv, cwd=REPO, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
@@ -251,6 +251,7 @@ def test_a_stopped_parallel_sweep_keeps_its_checkpoints_and_resumes(results_dir)
     deadline = time.monotonic() + 120
     while not any(p.exists() for p in checkpoints) and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
+    assert proc.poll() is None and any(p.exists() for p in checkpoints), "no run was mid-way when the signal was due"
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, (out, err)
@@ -263,22 +264,23 @@ def test_a_stopped_parallel_sweep_keeps_its_checkpoints_and_resumes(results_dir)
     rows = dict(zip(summary["key"], summary.to_dict("records")))
     for c in stopped:
         assert rows[c.key]["status"] == "done" and rows[c.key]["resumed"] is True
-        assert len(store.load(c)["history"]) == 4
+        assert len(store.load(c)["history"]) == 8
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 def test_a_background_sweep_stops_on_sigint(results_dir):
     """``python -m mmlab sweep ... &`` in a script starts with SIGINT ignored; ``kill -INT`` still
     stops it (one run, in the sweep's own process), with the run's checkpoint kept."""
-    config = tiny_sweep(epochs=6)[0]
+    config = tiny_sweep(epochs=30)[0]  # stopped long before its end
     argv = [sys.executable, "-m", "mmlab", "sweep", "--profile", "smoke", "--method", "joint", "--seed", "0",
-            *TINY_ARGS, "--epochs", "6", "--results", str(results_dir), "--no-progress"]
+            *TINY_ARGS, "--epochs", "30", "--results", str(results_dir), "--no-progress"]
     proc = subprocess.Popen(argv, cwd=REPO, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     checkpoint = results_dir / ".checkpoints" / f"{config.key}.pt"
     deadline = time.monotonic() + 120
     while not checkpoint.exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
+    assert proc.poll() is None and checkpoint.exists(), "the run was not mid-way when the signal was due"
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, (out, err)

@@ -245,3 +245,27 @@ def test_cli_train_checks_the_device_even_when_the_record_exists(results_dir, ca
     capsys.readouterr()
     assert main(argv + ["--device", "tpu"]) == 2  # the record is there: nothing would train, still an error
     assert "Unknown device 'tpu'" in capsys.readouterr().err
+
+
+def test_a_run_stopped_after_its_last_checkpoint_finishes_without_training_again(tiny_config, tmp_path):
+    """The last epoch's checkpoint is written before the record: a crash in between leaves a finished checkpoint,
+    from which the run is recorded without another epoch."""
+    from conftest import without_timing
+    from mmlab.training import train
+
+    config = tiny_config("uniform", epochs=2)
+    straight = train(config, checkpoint_dir=tmp_path / "straight", progress=False)
+
+    def crash_at_the_end(epoch, metrics):
+        if epoch == config.epochs - 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(config, checkpoint_dir=tmp_path / "stopped", progress=False, callbacks=[crash_at_the_end])
+    assert (tmp_path / "stopped" / f"{config.key}.pt").exists()
+    epochs_run = []
+    finished = train(config, checkpoint_dir=tmp_path / "stopped", progress=False,
+                     callbacks=[lambda epoch, metrics: epochs_run.append(epoch)])
+    assert epochs_run == [] and finished["provenance"]["resumed"]
+    assert without_timing(finished["history"]) == without_timing(straight["history"])
+    assert finished["final"] == straight["final"]
