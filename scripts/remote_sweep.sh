@@ -98,24 +98,45 @@ collect)
     fi
   done < <(find "$folder/results" -name '*.json' -not -path '*/.*' -print0)
   mkdir -p results/.checkpoints
-  moved=0
-  if compgen -G "$folder/checkpoints/*.pt" > /dev/null; then
-    for checkpoint in "$folder"/checkpoints/*.pt; do
-      cp "$checkpoint" results/.checkpoints/
-      moved=$((moved + 1))
-    done
-  fi
-  # a run recorded now needs its checkpoint no more
-  PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}" "$python" - <<'PY'
+  # checkpoints: one that came back replaces a local one only if it is further along (never a later one by an
+  # earlier one), unreadable ones are reported and left where they are, each is written atomically; then a run
+  # recorded now needs its checkpoint no more
+  moved=$(COLLECT_FROM="$folder" PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}" "$python" - <<'PY'
+import os
+import sys
 from pathlib import Path
+
+from mmlab.io import atomic_write_bytes
 from mmlab.results import read_record
+from mmlab.training.checkpoint import load_checkpoint
+
+moved = 0
+for remote in sorted(Path(os.environ["COLLECT_FROM"], "checkpoints").glob("*.pt")):
+    local = Path("results/.checkpoints") / remote.name
+    try:
+        done = load_checkpoint(remote, map_location="cpu")["epochs_done"]
+    except (RuntimeError, KeyError, TypeError) as err:
+        print(f"collect: {remote} is not a readable checkpoint; not copied ({err})", file=sys.stderr)
+        continue
+    if local.exists():
+        try:
+            here = load_checkpoint(local, map_location="cpu")["epochs_done"]
+        except (RuntimeError, KeyError, TypeError):
+            here = -1  # an unreadable local one is replaced by a readable one
+        if here >= done:
+            print(f"collect: {local} has {here} epochs done, the one that came back {done}; kept", file=sys.stderr)
+            continue
+    atomic_write_bytes(local, remote.read_bytes())
+    moved += 1
 
 recorded = {read_record(p)["key"] for p in Path("results").rglob("*.json")
             if not any(part.startswith(".") for part in p.parts) and p.parts[1] != "benchmarks"}
 for checkpoint in Path("results/.checkpoints").glob("*.pt"):
     if checkpoint.stem in recorded:
         checkpoint.unlink()
+print(moved)
 PY
+)
   echo "collected: $new new record(s), $same already here, $differ differing (kept); $moved checkpoint(s)"
   ;;
 *)

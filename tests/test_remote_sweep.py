@@ -56,13 +56,22 @@ def test_prepare_run_collect(tmp_path, shared_data):
     assert provenance["git_commit"] == commit and provenance["git_dirty"] is False
 
     # back "here": the new record lands in results/, a checkpoint of a recorded run is dropped
-    (out_dir / "checkpoints" / f"{config.key}.pt").write_bytes(b"stale")
-    (out_dir / "checkpoints" / "unfinished.pt").write_bytes(b"partial")
+    import torch
+
+    checkpoints_back, checkpoints_here = out_dir / "checkpoints", tree / "results" / ".checkpoints"
+    torch.save({"epochs_done": 1}, checkpoints_back / f"{config.key}.pt")
+    torch.save({"epochs_done": 2}, checkpoints_back / "unfinished.pt")
+    torch.save({"epochs_done": 2}, checkpoints_back / "behind.pt")
+    (checkpoints_back / "broken.pt").write_bytes(b"partial")
+    checkpoints_here.mkdir(parents=True, exist_ok=True)
+    torch.save({"epochs_done": 5}, checkpoints_here / "behind.pt")  # further along here than what came back
     rc, out = _sh(["collect", str(out_dir)], tree)
     assert rc == 0, out
-    assert "1 new record(s)" in out
+    assert "1 new record(s)" in out and "2 checkpoint(s)" in out
     assert (tree / records[0].relative_to(out_dir)).exists()
-    assert (tree / "results" / ".checkpoints" / "unfinished.pt").exists()
-    assert not (tree / "results" / ".checkpoints" / f"{config.key}.pt").exists()
+    assert torch.load(checkpoints_here / "unfinished.pt")["epochs_done"] == 2
+    assert torch.load(checkpoints_here / "behind.pt")["epochs_done"] == 5 and "behind.pt has 5 epochs done" in out
+    assert not (checkpoints_here / "broken.pt").exists() and "broken.pt is not a readable checkpoint" in out
+    assert not (checkpoints_here / f"{config.key}.pt").exists()  # its run is recorded now
     rc, out = _sh(["collect", str(out_dir)], tree)
     assert rc == 0 and "0 new record(s), 1 already here" in out
