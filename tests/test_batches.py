@@ -50,7 +50,22 @@ def test_precision_is_checked_and_kept_out_of_the_key_at_its_default():
 def test_a_bf16_run_trains(tiny_config, tmp_path):
     from mmlab.training import train
 
-    record = train(tiny_config("uniform", epochs=1, precision="bf16"), checkpoint_dir=tmp_path,
-                   progress=False)
+    import torch
+
+    seen = []  # the dtype of every convolution's output, through a global forward hook
+
+    def hook(module, args, output):
+        if isinstance(module, torch.nn.Conv2d):
+            seen.append(output.dtype)
+
+    handle = torch.nn.modules.module.register_module_forward_hook(hook)
+    try:
+        record = train(tiny_config("uniform", epochs=1, precision="bf16"), checkpoint_dir=tmp_path / "bf16",
+                       progress=False)
+    finally:
+        handle.remove()
     assert record["config"]["precision"] == "bf16"
-    assert 0.0 <= record["final"]["test/acc"] <= 1.0
+    assert seen and torch.bfloat16 in seen  # the convolutions did run in bfloat16
+    fp32 = train(tiny_config("uniform", epochs=1), checkpoint_dir=tmp_path / "fp32", progress=False)
+    loss, loss32 = record["history"][0]["train/loss"], fp32["history"][0]["train/loss"]
+    assert loss != loss32 and abs(loss - loss32) < 0.05 * abs(loss32)  # another precision, the same training

@@ -451,6 +451,42 @@ def test_parallel_sweeps_start_unfinished_runs_first(results_dir, monkeypatch):
     assert started == ["unimodal", "mmpareto", "joint"]
 
 
+def test_a_worker_that_dies_or_is_interrupted_fails_its_runs_and_the_others_are_reported(results_dir, monkeypatch):
+    """A worker killed (e.g. out of memory: BrokenProcessPool) or interrupted fails its own unit with the reason;
+    the other units' outcomes still come back."""
+    from concurrent.futures import Future
+    from concurrent.futures.process import BrokenProcessPool
+
+    import mmlab.sweep as sweep
+
+    configs = tiny_sweep(methods=["joint", "uniform", "mmpareto"])
+    fates = {"joint": BrokenProcessPool("killed"), "uniform": KeyboardInterrupt()}
+
+    class Pool:
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def submit(self, fn, unit, **kwargs):
+            future = Future()
+            method = unit[0]["method"]
+            if method in fates:
+                future.set_exception(fates[method])
+            else:
+                future.set_result([{"key": RunConfig.from_dict(c).key, "status": "done"} for c in unit])
+            return future
+
+        def shutdown(self, wait=True, cancel_futures=False):
+            pass
+
+    monkeypatch.setattr(sweep, "ProcessPoolExecutor", Pool)
+    outcomes = []
+    sweep._run_local(configs, outcomes.append, jobs=3, run_kwargs={"results_root": str(results_dir)})
+    by_method = {o["method"]: o for o in outcomes if "method" in o}
+    assert by_method["joint"]["status"] == "failed" and "worker process died" in by_method["joint"]["error"]
+    assert by_method["uniform"]["status"] == "interrupted" and "checkpoint is kept" in by_method["uniform"]["error"]
+    assert sum(o["status"] == "done" for o in outcomes) == 1 and len(outcomes) == 3
+
+
 def test_a_time_limit_pauses_the_sweep_and_the_same_sweep_resumes(results_dir, capsys):
     """``--time-limit``: runs that would not finish are ``paused`` (exit status 3) rather than
     cut off; the same command, run again, records them."""
