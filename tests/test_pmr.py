@@ -152,3 +152,22 @@ def test_the_pce_gradient_is_the_unit_pull_of_chapter_3s_exercise(seed, classes)
     u = (z.detach() - c) / (z.detach() - c).norm(dim=1, keepdim=True)
     p = F.softmax(-(z.detach() - c).norm(dim=1), dim=0)
     torch.testing.assert_close(grad[0], u[y[0]] - (p[:, None] * u).sum(0), )
+
+
+def test_first_epoch_running_means_carry_no_gradient():
+    """In the first epoch the prototypes are the running class means of the features seen so far, this batch's
+    included; the PCE gradient must reach the features only through their own distances, as with fixed means."""
+    state = _state()
+    method = build_method("pmr", alpha=1.0)
+    method.on_epoch_start(state)
+    y = torch.tensor([0, 1, 2, 0, 1, 2])
+    torch.manual_seed(2)
+    fast = (torch.eye(3)[y] * 10 + 0.01 * torch.randn(6, 3)).requires_grad_()
+    slow = torch.randn(6, 3, requires_grad=True)
+    terms = method.losses(_output({"gray": fast, "color": slow}), y, state)
+    assert method.prototypes is None and float(terms["prototype/color"].detach()) > 0  # colour is the slow one
+    (got,) = torch.autograd.grad(terms["prototype/color"], [slow])
+    z = slow.detach().clone().requires_grad_()
+    means = torch.stack([slow.detach()[y == k].mean(0) for k in range(3)])  # this batch's class means, fixed
+    (expected,) = torch.autograd.grad(F.cross_entropy(prototype_logits(z, means), y), [z])
+    torch.testing.assert_close(got, expected)
