@@ -257,6 +257,13 @@ def _sweep(args) -> int:
             print(describe_status(status))
             hidden = ["key", "path"] + ([] if (status["code"] == "other").any() else ["code"])
             print(_table(status.drop(columns=hidden)))
+            if args.device and args.backend == "local":  # a plan only; but say now what the sweep would stop on
+                from .training.device import pick_device
+
+                try:
+                    pick_device(args.device)
+                except (ValueError, RuntimeError) as exc:
+                    print(f"note: the sweep itself would stop here: {exc}", file=sys.stderr)
             return 0
         previous = signal.signal(signal.SIGTERM, _interrupt)
         # Ctrl-C or `kill -INT` stops it even where it was started with SIGINT ignored (`cmd &` in a script)

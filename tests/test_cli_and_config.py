@@ -173,3 +173,13 @@ def test_the_smallest_evaluation_splits_train(tiny_config, tmp_path):
 
     record = train(tiny_config("joint", val_size=2, test_size=2, epochs=1), checkpoint_dir=tmp_path, progress=False)
     assert record["final"]["test/acc"] in (0.0, 0.5, 1.0)
+
+
+def test_a_dry_run_notes_a_device_this_machine_lacks(results_dir, capsys, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    argv = ["sweep", "--method", "joint", "--profile", "smoke", "--dry-run"]
+    assert main(argv + ["--device", "cuda"]) == 0  # a plan still: it says, and does not fail
+    assert "the sweep itself would stop here: Device 'cuda' was asked for" in capsys.readouterr().err
+    assert main(argv + ["--device", "cpu"]) == 0 and "would stop" not in capsys.readouterr().err
