@@ -77,7 +77,7 @@ PROTOCOLS: dict[str, str] = {
         "(methods without unimodal heads) from a linear classifier fine-tuned on the frozen encoder (ours: the "
         "accuracy of the modality's share of the fused logits, or of its unimodal head)."
     ),
-    "avdigits": "The book's own offline task: no published numbers exist.",
+    "avdigits": "The book's own task (MNIST images and spoken digits, chapter 5): no published numbers exist.",
 }
 
 
