@@ -19,13 +19,21 @@ def _palette(modalities):
 
 
 def integer_epochs(target) -> None:
-    """Whole-number ticks on the epoch axis of an Axes, a seaborn grid or a figure."""
+    """Whole-number ticks on the epoch axis of an Axes, a seaborn grid or a figure; call it after plotting.
+
+    An axis narrower than two epochs (a run with one recorded epoch plots one point) is widened to
+    one epoch either side of its centre: within less than one epoch there is no whole number to tick,
+    and matplotlib falls back to crowded fractional ticks."""
     from matplotlib.ticker import MaxNLocator
 
     axes = getattr(target, "axes", target)
     axes = axes.flat if hasattr(axes, "flat") else (axes if isinstance(axes, (list, tuple)) else [axes])
     for ax in axes:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        low, high = ax.get_xlim()
+        if high - low < 2:
+            centre = round((low + high) / 2)
+            ax.set_xlim(centre - 1, centre + 1)
 
 
 def plot_curves(frame: pd.DataFrame, metric: str, split: str = "test", *, methods=None,

@@ -46,6 +46,17 @@ def results_dir(tmp_path, monkeypatch):
     return path
 
 
+class LoggingState:
+    """The least of a TrainState that a method's hooks can be called with on hand-made inputs: a
+    ``log`` that keeps the last value of each name."""
+
+    def __init__(self):
+        self.logged = {}
+
+    def log(self, name, value):
+        self.logged[name] = float(value)
+
+
 def without_timing(history):
     """A run's history without its wall-clock entries (which differ between runs)."""
     return [{k: v for k, v in h.items() if not k.startswith("time/")} for h in history]

@@ -87,3 +87,18 @@ def test_slider_grid_links_two_sliders_and_starts_at_the_chosen_values():
                for link in box.links}
     assert (outer.model_id, "index", top.model_id, "selected_index") in targets
     assert all((inner.model_id, "index", stack.model_id, "selected_index") in targets for stack in top.children)
+
+
+@pytest.mark.parametrize("epochs", [[2], [1, 2], list(range(1, 31))])
+def test_epoch_axes_tick_whole_numbers_only(epochs):
+    from mmlab.plots import integer_epochs
+
+    fig, ax = plt.subplots()
+    ax.plot(epochs, [1.0] * len(epochs), marker="o")
+    integer_epochs(ax)
+    fig.canvas.draw()
+    low, high = ax.get_xlim()
+    ticks = [t for t in ax.get_xticks() if low <= t <= high]
+    plt.close(fig)
+    assert len(ticks) >= 2 and all(float(t).is_integer() for t in ticks), ticks
+    assert low <= min(epochs) and max(epochs) <= high  # every point stays on the axis

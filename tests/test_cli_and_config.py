@@ -136,11 +136,19 @@ def test_preprocess_cremad_names_a_missing_folder(tmp_path, capsys):
 def test_a_method_missing_its_modality_says_how_to_give_one():
     from mmlab.methods import build_method
 
-    with pytest.raises(TypeError, match=r"needs option\(s\) \['modality'\] \(one of the modalities \['color', 'gray'\]: "
+    with pytest.raises(TypeError, match=r"needs the option \['modality'\] \(one of the modalities \['color', 'gray'\]: "
                                         r"modality='color'; .*`sweep --method unimodal:modality=color`"):
         build_method("unimodal", modalities=["color", "gray"])
-    with pytest.raises(TypeError, match=r"needs option\(s\) \['modality'\]$"):  # no modalities known: no hint
+    with pytest.raises(TypeError, match=r"needs the option \['modality'\]$"):  # no modalities known: no hint
         build_method("unimodal")
+
+
+def test_every_method_has_a_title_for_prose():
+    from mmlab.methods import METHOD_TITLES, METHODS, method_title
+
+    assert set(METHOD_TITLES) == set(METHODS)
+    assert method_title("ogm_ge") == "OGM-GE" and method_title("mgda") == "conventional Pareto (MGDA)"
+    assert method_title("unimodal-audio") == "audio alone" and method_title("not-a-method") == "not-a-method"
 
 
 def test_plural_counts_and_nouns():

@@ -13,6 +13,8 @@ from mmlab.methods import build_method
 from mmlab.methods.gradient_integration import min_norm_weights, mmpareto_direction, pcgrad_pair
 from mmlab.training import train
 
+from conftest import LoggingState
+
 vectors = st.lists(st.floats(-10, 10, allow_nan=False, allow_infinity=False), min_size=2, max_size=6)
 
 
@@ -133,13 +135,7 @@ def test_opposite_gradients_give_no_step_and_no_nan():
 def test_conventional_pareto_is_twice_the_min_norm_point_and_tensor_granularity_is_used():
     """MGDA: (alpha_m, alpha_u) = (0.6, 0.4) for g_m = (1, 0), g_u = (-1, 1) (Eq. eq-min-norm-solution: 3 / 5),
     so h = 2 (0.6 g_m + 0.4 g_u) = (0.4, 0.8), not the min-norm point (0.2, 0.4) itself."""
-    class State:  # only what the hook uses: a log
-        logged = {}
-
-        def log(self, name, value):
-            self.logged[name] = float(value)
-
-    state = State()
+    state = LoggingState()
     grads = {"multimodal": [torch.tensor([1.0, 0.0])], "unimodal/gray": [torch.tensor([-1.0, 1.0])]}
     h = build_method("mgda").combine_encoder_gradients("gray", grads, state)
     assert math.isclose(state.logged["train/mgda_alpha_m/gray"], 0.6, rel_tol=1e-6)

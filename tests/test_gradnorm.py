@@ -4,7 +4,7 @@ import math
 
 from mmlab.training import train
 
-from conftest import straight_and_resumed, without_timing
+from conftest import LoggingState, straight_and_resumed, without_timing
 
 
 def test_gradnorm_weights_move_and_sum_to_the_number_of_losses(tiny_config, tmp_path):
@@ -36,14 +36,10 @@ def test_gradnorm_step_has_the_known_answer():
     p = torch.nn.Parameter(torch.tensor(1.0))
     method.shared = [p]
 
-    class State:
-        def log(self, name, value):
-            pass
-
     def step(scales):
         c = torch.tensor([1.0, 2.0, 3.0]) * torch.tensor(scales)
-        method.total_loss(dict(zip(method.names, c * p)), State())
-        method.on_step_end(State())
+        method.total_loss(dict(zip(method.names, c * p)), LoggingState())
+        method.on_step_end(LoggingState())
         return method.weights.detach().numpy().copy()
 
     first = step([1.0, 1.0, 1.0])

@@ -7,19 +7,14 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import straight_and_resumed, without_timing
+from conftest import LoggingState, straight_and_resumed, without_timing
 from mmlab.methods import build_method
 from mmlab.methods.base import TrainState
 from mmlab.methods.metabalance import metabalance_scales
 
 
-class _State:
-    def log(self, name, value):
-        pass
-
-
 def combine(method, g_m, g_u, modality="gray"):
-    return method.combine_encoder_gradients(modality, {"multimodal": g_m, f"unimodal/{modality}": g_u}, _State())
+    return method.combine_encoder_gradients(modality, {"multimodal": g_m, f"unimodal/{modality}": g_u}, LoggingState())
 
 
 def test_first_step_moves_the_auxiliary_norm_towards_the_target_norm():

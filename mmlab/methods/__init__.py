@@ -7,7 +7,7 @@ import inspect
 import numbers
 from typing import Any, Callable, Sequence
 
-from ..errors import UnknownNameError
+from ..errors import UnknownNameError, plural
 from .base import Method, TrainState  # noqa: F401
 from .agm import AGM
 from .baselines import JointLoss, UniformBaseline, Unimodal
@@ -39,6 +39,34 @@ METHODS: dict[str, Callable[..., Method]] = {
     "greedy": Greedy,
 }
 
+#: How prose and captions name each method: the papers' words, not the registry's ids.
+METHOD_TITLES: dict[str, str] = {
+    "joint": "one joint loss",
+    "unimodal": "one modality alone",
+    "uniform": "the uniform baseline",
+    "pretrain_finetune": "pre-training then fine-tuning",
+    "mgda": "conventional Pareto (MGDA)",
+    "pcgrad": "PCGrad",
+    "gradnorm": "GradNorm",
+    "metabalance": "MetaBalance",
+    "mmpareto": "MMPareto",
+    "ogm_ge": "OGM-GE",
+    "opm": "OPM",
+    "pmr": "PMR",
+    "agm": "AGM",
+    "gblending": "G-Blending",
+    "mmtm": "MMTM (one joint loss)",
+    "greedy": "the greedy learner's re-balancing",
+}
+
+
+def method_title(label: str) -> str:
+    """The name a sentence uses for a method's id or a run's label: ``ogm_ge`` -> ``OGM-GE``,
+    ``unimodal-audio`` -> ``audio alone``; a label it does not know is returned as it is."""
+    if label.startswith("unimodal-"):
+        return f"{label.removeprefix('unimodal-')} alone"
+    return METHOD_TITLES.get(label, label)
+
 
 def build_method(name: str, modalities: Sequence[str] | None = None, **options: Any) -> Method:
     """The method called ``name`` with its ``options``; unknown names and
@@ -59,7 +87,7 @@ def build_method(name: str, modalities: Sequence[str] | None = None, **options: 
             example = list(modalities)[0]
             hint = (f" (one of the modalities {list(modalities)}: modality={example!r}; on the command line "
                     f"`train --modality {example}`, or `sweep --method {name}:modality={example}`)")
-        raise TypeError(f"Method {name!r} needs option(s) {missing}{hint}")
+        raise TypeError(f"Method {name!r} needs the {plural('option') if len(missing) > 1 else 'option'} {missing}{hint}")
     for option, value in options.items():
         _check_option_type(name, option, value, params[option].default)
     method = factory(**options)
