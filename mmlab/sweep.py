@@ -635,6 +635,8 @@ def run_sweep(
     """
     from tqdm.auto import tqdm
 
+    from .progress import progress_bar
+
     if backend not in BACKENDS:
         raise UnknownNameError("backend", backend, BACKENDS)
     if jobs is not None and int(jobs) < 1:
@@ -663,7 +665,7 @@ def run_sweep(
             log("note: --stack on a CPU trains slower than one seed at a time (the CPU benchmark record, case "
                 "'uniform, 3 seeds stacked'); it is meant for a GPU, where a step is bound by kernel launches")
     todo = [c for c, s in zip(configs, status["status"]) if s != "recorded"]
-    bar = tqdm(total=len(todo), unit="run", desc="sweep", disable=not progress or not todo, file=sys.stderr)
+    bar = progress_bar(total=len(todo), progress=progress and bool(todo), unit="run", desc="sweep", file=sys.stderr)
     outcomes: dict[str, dict[str, Any]] = {
         row.key: {**row._asdict(), "status": "skipped", "error": None}
         for row in status.itertuples(index=False) if row.status == "recorded"}

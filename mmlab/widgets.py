@@ -19,6 +19,10 @@ def _image(png: bytes) -> widgets.Image:
     return widgets.Image(value=png, format="png", layout=widgets.Layout(max_width="100%"))
 
 
+# a selector's label shown whole: the default width cuts "s, modality 1" to "s, modalit..."
+_WHOLE_LABEL = {"description_width": "initial"}
+
+
 def view_switcher(views: Mapping[str, Mapping[str, bytes]], *, outer_label: str, inner_label: str):
     """Two selectors over pre-rendered PNGs: ``views[outer][inner]``.
 
@@ -27,8 +31,8 @@ def view_switcher(views: Mapping[str, Mapping[str, bytes]], *, outer_label: str,
     to the ``selected_index`` of nested :class:`ipywidgets.Stack` containers.
     """
     outer_keys, inner_keys = _keys(views)
-    outer = widgets.ToggleButtons(options=outer_keys, description=outer_label)
-    inner = widgets.Dropdown(options=inner_keys, description=inner_label)
+    outer = widgets.ToggleButtons(options=outer_keys, description=outer_label, style=_WHOLE_LABEL)
+    inner = widgets.Dropdown(options=inner_keys, description=inner_label, style=_WHOLE_LABEL)
     return _linked_stacks(views, outer, inner)
 
 
@@ -37,9 +41,9 @@ def slider_grid(views: Mapping[object, Mapping[object, bytes]], *, outer_label: 
     """Two sliders over pre-rendered PNGs ``views[outer][inner]`` (a grid of two parameters,
     e.g. the signal strengths of two modalities), linked in the browser like :func:`view_switcher`."""
     outer_keys, inner_keys = _keys(views)
-    outer = widgets.SelectionSlider(options=outer_keys, description=outer_label,
+    outer = widgets.SelectionSlider(options=outer_keys, description=outer_label, style=_WHOLE_LABEL,
                                     value=outer_keys[0] if outer_value is None else outer_value)
-    inner = widgets.SelectionSlider(options=inner_keys, description=inner_label,
+    inner = widgets.SelectionSlider(options=inner_keys, description=inner_label, style=_WHOLE_LABEL,
                                     value=inner_keys[0] if inner_value is None else inner_value)
     return _linked_stacks(views, outer, inner)
 

@@ -91,8 +91,13 @@ def kernel_environment() -> None:
     The Makefile exports MPLBACKEND=Agg (right for scripts and tests), but ipykernel only
     installs its inline backend when MPLBACKEND is unset: under Agg, figures never reach the
     executed notebook. The kernels get the inline backend instead.
+
+    Progress bars are off (tqdm reads ``TQDM_DISABLE``): in a notebook they are widgets, whose state
+    papermill stores in the executed copy although the cells that show them have their output
+    removed -- a page with no other widget would load the widget scripts (3.6 MB) for nothing.
     """
     os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
+    os.environ["TQDM_DISABLE"] = "1"
 
 
 def execute(nb: Path, profile: str) -> float:

@@ -64,6 +64,7 @@ def test_view_switcher_links_selectors_in_the_browser():
     outer, inner, top = box.children
     assert isinstance(top, widgets.Stack) and len(top.children) == 2
     assert all(len(stack.children) == 3 for stack in top.children)
+    assert outer.style.description_width == inner.style.description_width == "initial"  # labels shown whole
     targets = {(link.source[0].model_id, link.source[1], link.target[0].model_id, link.target[1])
                for link in box.links}
     assert (outer.model_id, "index", top.model_id, "selected_index") in targets
@@ -87,6 +88,8 @@ def test_slider_grid_links_two_sliders_and_starts_at_the_chosen_values():
                for link in box.links}
     assert (outer.model_id, "index", top.model_id, "selected_index") in targets
     assert all((inner.model_id, "index", stack.model_id, "selected_index") in targets for stack in top.children)
+    # labels longer than the default label width are shown whole, not cut to "s, modalit..."
+    assert outer.style.description_width == inner.style.description_width == "initial"
 
 
 @pytest.mark.parametrize("epochs", [[2], [1, 2], list(range(1, 31))])

@@ -269,3 +269,18 @@ def test_a_run_stopped_after_its_last_checkpoint_finishes_without_training_again
     assert epochs_run == [] and finished["provenance"]["resumed"]
     assert without_timing(finished["history"]) == without_timing(straight["history"])
     assert finished["final"] == straight["final"]
+
+
+@pytest.mark.parametrize("environment, shown", [(None, True), ("1", False), ("true", False), ("0", True)])
+def test_progress_bars_follow_the_caller_and_tqdm_disable(tiny_config, tmp_path, monkeypatch, capsys,
+                                                          environment, shown):
+    """The book's build sets TQDM_DISABLE (a bar in an executed notebook is a widget stored for nothing);
+    tqdm ignores it where a call sets ``disable``, as the loop's bars do, so mmlab reads it itself."""
+    if environment is None:
+        monkeypatch.delenv("TQDM_DISABLE", raising=False)
+    else:
+        monkeypatch.setenv("TQDM_DISABLE", environment)
+    train(tiny_config("joint", epochs=1), checkpoint_dir=tmp_path, progress=True, device="cpu")
+    assert ("joint" in capsys.readouterr().err) is shown  # the epoch bar's label
+    train(tiny_config("joint", epochs=1, seed=1), checkpoint_dir=tmp_path, progress=False, device="cpu")
+    assert capsys.readouterr().err == ""  # the caller's no wins either way

@@ -325,7 +325,7 @@ def spectrogram_bank(recordings: list[Recording], *, audio_noise: float = 0.0, s
     order of ``recordings``) and a hash of these and of the files' names and sizes. A cache
     file that cannot be used is rebuilt, with a warning naming it.
     """
-    from tqdm.auto import tqdm
+    from ..progress import progress_bar
 
     path = _cache_path(recordings, audio_noise, seed, _default_cache_dir(cache_dir))
     names = [r.path.name for r in recordings]
@@ -338,7 +338,7 @@ def spectrogram_bank(recordings: list[Recording], *, audio_noise: float = 0.0, s
     rng = np.random.default_rng(seed)
     with _one_thread():
         specs = np.stack([_spectrogram(r.path, audio_noise, rng).astype(np.float16) for r in
-                          tqdm(recordings, desc="FSDD spectrograms", disable=not progress, leave=False)])
+                          progress_bar(recordings, progress=progress, desc="FSDD spectrograms", leave=False)])
     buffer = io.BytesIO()
     np.savez(buffer, spectrograms=specs, names=np.array(names))
     atomic_write_bytes(path, buffer.getvalue())

@@ -617,14 +617,13 @@ def _open_for_writing(folder: Path, params: dict, split_info: dict, clips: list[
 
 def _run(tasks: list[_Task], writer: _CacheWriter, workers: int | None, progress: bool) -> None:
     """Process ``tasks``, in this process or in a pool, storing each result as it comes."""
-    from tqdm.auto import tqdm
+    from ..progress import progress_bar
 
     if workers is None:
         workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     workers = min(workers, len(tasks))
     total = len(writer.index["clips"])
-    bar = tqdm(total=total, initial=total - len(tasks), desc="CREMA-D", unit="clip",
-               disable=not progress)
+    bar = progress_bar(total=total, initial=total - len(tasks), desc="CREMA-D", unit="clip", progress=progress)
 
     def finish(task: _Task, outcome) -> None:
         if isinstance(outcome, BaseException):

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 import torch
-from tqdm.auto import tqdm
+from ..progress import progress_bar
 
 from ..config import RunConfig
 from ..data.registry import get_dataset
@@ -347,8 +347,8 @@ def _train_runs(configs: list[RunConfig], methods: list[Method] | None, *, devic
     label = first.label if len(runs) == 1 else f"{first.label} seeds {','.join(str(c.seed) for c in configs)}"
     start_epoch, last_epoch_s = runs[0].start_epoch, max(r.last_epoch_s for r in runs)
     t_start = time.perf_counter()
-    epochs = tqdm(range(start_epoch, first.epochs), desc=label, disable=not progress,
-                  initial=start_epoch, total=first.epochs, unit="epoch")
+    epochs = progress_bar(range(start_epoch, first.epochs), progress=progress, desc=label,
+                          initial=start_epoch, total=first.epochs, unit="epoch")
     for epoch in epochs:
         if deadline is not None and time.time() + last_epoch_s > deadline:
             epochs.close()
@@ -366,8 +366,8 @@ def _train_runs(configs: list[RunConfig], methods: list[Method] | None, *, devic
             captured.start_epoch()
         t_epoch = time.perf_counter()
         wall_epoch = time.time()
-        steps = tqdm(zip(*(run.train_batches.epoch(epoch) for run in runs)), total=len(train_batches),
-                     leave=False, disable=not progress, desc=f"epoch {epoch + 1}", unit="batch")
+        steps = progress_bar(zip(*(run.train_batches.epoch(epoch) for run in runs)), progress=progress,
+                             total=len(train_batches), leave=False, desc=f"epoch {epoch + 1}", unit="batch")
         for batches in steps:
             _train_step(runs, batches, stacked, autocast, check_every, log_learning_speeds, captured)
         if captured is not None:

@@ -1,0 +1,23 @@
+"""Progress bars on long work: tqdm's, shown unless the caller (``progress=False``, ``--no-progress``)
+or the environment turns them off.
+
+tqdm reads ``TQDM_DISABLE`` only where a call leaves ``disable`` unset; every bar in ``mmlab``
+sets it from its ``progress`` argument, so the variable is honoured here. The book's build sets
+it: in an executed notebook a bar is a widget whose state would be stored for nothing.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from tqdm.auto import tqdm
+
+_OFF = {"1", "true", "yes", "on"}
+
+
+def progress_bar(iterable: Any = None, *, progress: bool = True, **options: Any) -> tqdm:
+    """``tqdm(iterable, **options)``, disabled where ``progress`` is false or ``TQDM_DISABLE`` is set
+    (1, true, yes, on)."""
+    off = not progress or os.environ.get("TQDM_DISABLE", "").strip().lower() in _OFF
+    return tqdm(iterable, disable=off, **options)
