@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import math
 
 import matplotlib
 
@@ -21,9 +22,9 @@ def _palette(modalities):
 def integer_epochs(target) -> None:
     """Whole-number ticks on the epoch axis of an Axes, a seaborn grid or a figure; call it after plotting.
 
-    An axis narrower than two epochs (a run with one recorded epoch plots one point) is widened to
-    one epoch either side of its centre: within less than one epoch there is no whole number to tick,
-    and matplotlib falls back to crowded fractional ticks."""
+    An axis that spans fewer than two whole numbers (a run with one recorded epoch plots one point) is
+    widened to one epoch either side of its centre: with nothing to tick, matplotlib falls back to
+    crowded fractional ticks."""
     from matplotlib.ticker import MaxNLocator
 
     axes = getattr(target, "axes", target)
@@ -31,7 +32,7 @@ def integer_epochs(target) -> None:
     for ax in axes:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         low, high = ax.get_xlim()
-        if high - low < 2:
+        if math.floor(high) - math.ceil(low) < 1:
             centre = round((low + high) / 2)
             ax.set_xlim(centre - 1, centre + 1)
 
