@@ -18,6 +18,8 @@ single unit; ``benchmarks/bench_cuda_graph.py`` measured 5.3x (uniform baseline)
 * what stays eager: the first ``warmup_steps`` steps in a process (a capture needs the optimiser's
   buffers and cuDNN's choices to exist), the gradient-probe steps (another computation), the last,
   smaller batch of an epoch (another shape), runs that measure the imbalance measures every step;
+* a capture the device refuses (a RuntimeError from CUDA) does not stop the run: it warns, the rest
+  of the run trains eagerly, and the record's provenance says why (``cuda_graph.failure``);
 * per-step logs are summed on the device (one addition per step for all of them) and handed to the
   epoch's log at its end; a non-finite loss is caught at the epoch's end (from the logged loss),
   not at the step, and the last good checkpoint is kept as before.
@@ -29,6 +31,7 @@ part of this but the CUDA graph itself (that part is checked on a GPU: ``scripts
 from __future__ import annotations
 
 import contextlib
+import warnings
 from typing import Any, Callable, Sequence
 
 import torch
@@ -161,9 +164,13 @@ class CapturedSteps:
         self.graphs: dict[Any, _Graph] = {}
         self.static_batches = None
         self.replayed = 0  # steps replayed from a graph, over the whole training (provenance)
+        self.failure: str | None = None  # why a capture failed; every later step then runs eagerly
 
     def step(self, batches) -> bool:
         """Train one full-batch, non-probe step of every run; False if it ran eagerly."""
+        if self.failure is not None:
+            self.device_step(batches)
+            return False
         key = self.runs[0].method.capture_key(self.runs[0].state)
         graph = self.graphs.get(key)
         if graph is None and self.warmup_left.setdefault(key, self.warmup_steps) > 0:
@@ -180,7 +187,15 @@ class CapturedSteps:
                     static_inputs[m].copy_(x)
                 static_labels.copy_(labels)
         if graph is None:
-            graph = self.graphs[key] = self._capture()
+            try:
+                graph = self.graphs[key] = self._capture()
+            except NotCapturableError:
+                raise  # the method's own mistake (a Python number logged per step): fix the method
+            except RuntimeError as err:  # the device refused the capture: train on, eagerly, and say so
+                self.failure = f"capture of phase {key!r} failed: {type(err).__name__}: {str(err).splitlines()[0]}"
+                warnings.warn(f"cuda_graph: {self.failure}; the rest of the run trains eagerly", stacklevel=2)
+                self.device_step(batches)
+                return False
         for run, (static_inputs, static_labels) in zip(self.runs, self.static_batches):
             run.state.inputs, run.state.labels = static_inputs, static_labels  # as an eager step leaves them
         graph.replay()

@@ -372,6 +372,7 @@ def _train_runs(configs: list[RunConfig], methods: list[Method] | None, *, devic
             _train_step(runs, batches, stacked, autocast, check_every, log_learning_speeds, captured)
         if captured is not None:
             captured.flush()
+        wait_for_device(device)  # steps still queued on a GPU belong to this epoch's training time
         train_seconds = time.perf_counter() - t_epoch
         for run in runs:
             epoch_log = run.log.means()  # converting to floats waits for the device: the epoch is done
@@ -414,9 +415,20 @@ def _train_runs(configs: list[RunConfig], methods: list[Method] | None, *, devic
             prov["stacked_runs"] = len(runs)  # trained together: the wall time is the group's
         if graphs is not None:  # how this process trained: steps replayed from a graph, if any
             prov["cuda_graph"] = {"backend": graphs.name, "captured": captured is not None,
-                                  "replayed_steps": captured.replayed if captured is not None else 0}
+                                  "replayed_steps": captured.replayed if captured is not None else 0,
+                                  "graphs": len(captured.graphs) if captured is not None else 0}
+            if captured is not None and captured.failure is not None:
+                prov["cuda_graph"]["failure"] = captured.failure
         records.append(make_record(run.config, run.history, splits, prov, checkpoint_path=run.checkpoint_path))
     return records
+
+
+def wait_for_device(device: torch.device) -> None:
+    """Wait until the device has run every kernel queued so far (a no-op on a CPU): a GPU's steps,
+    replayed from a graph above all, are queued ahead of the host, and a clock read without waiting
+    times the queueing, not the training."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def _graph_backend(cuda_graph, device: torch.device):
