@@ -31,11 +31,12 @@ def macro_f1(predictions: torch.Tensor, labels: torch.Tensor, num_classes: int) 
     return (2 * tp[present] / denom[present]).mean().item()
 
 
-def global_norm(tensors: Sequence[torch.Tensor | None]) -> torch.Tensor:
-    """The l2 norm of a list of tensors seen as one vector (a 0-d tensor, no sync)."""
+def global_norm(tensors: Sequence[torch.Tensor | None], device: torch.device | None = None) -> torch.Tensor:
+    """The l2 norm of a list of tensors seen as one vector (a 0-d tensor, no sync); 0 on ``device`` where
+    every tensor is None (no gradient reached them: a captured step must not meet a CPU tensor then)."""
     ts = [t for t in tensors if t is not None]
     if not ts:
-        return torch.zeros(())
+        return torch.zeros((), device=device)
     return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(ts)))
 
 

@@ -29,3 +29,9 @@ def test_global_norm_and_cosine_match_flattened_vectors():
     torch.testing.assert_close(global_norm(a), fa.norm())
     torch.testing.assert_close(cosine(a, b), torch.nn.functional.cosine_similarity(fa, fb, dim=0))
     torch.testing.assert_close(cosine(a, [-t for t in a]), torch.tensor(-1.0))
+
+
+def test_global_norm_of_no_gradient_is_zero_on_the_device_asked_for():
+    """A captured step stacks the logged norms on the GPU: an encoder no gradient reached must log its 0 there."""
+    assert float(global_norm([None, None])) == 0.0
+    assert global_norm([None], device=torch.device("meta")).device.type == "meta"

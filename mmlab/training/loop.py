@@ -555,7 +555,7 @@ def _device_step(runs: list[_Run], batches, stacked, autocast, check_every: int,
         if log_learning_speeds is not None:
             log_learning_speeds(run.groups, run.log)
         for m, params in run.groups.encoders.items():
-            run.log(f"train/grad_norm/{m}", global_norm([p.grad for p in params]))
+            run.log(f"train/grad_norm/{m}", global_norm([p.grad for p in params], device=params[0].device))
         run.optimizer.step()
         run.log("train/loss", total)
         for name, value in losses.items():
