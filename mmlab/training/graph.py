@@ -86,9 +86,11 @@ class CudaGraphs:
     @contextlib.contextmanager
     def warmup(self):
         self.side.wait_stream(torch.cuda.current_stream(self.device))
-        with torch.cuda.stream(self.side):
-            yield
-        torch.cuda.current_stream(self.device).wait_stream(self.side)
+        try:
+            with torch.cuda.stream(self.side):
+                yield
+        finally:  # a step that raised still leaves the main stream after the side stream's work
+            torch.cuda.current_stream(self.device).wait_stream(self.side)
 
     def capture(self, body: Callable[[], torch.Tensor], state: Callable[[], Sequence[torch.Tensor]],
                 generators: Sequence[torch.Generator] = ()):
