@@ -70,7 +70,7 @@ class RunConfig:
         unknown = set(overrides) - known
         if unknown:
             raise TypeError(
-                f"Unknown RunConfig field(s) {sorted(unknown)}; valid: {sorted(known)}"
+                f"Unknown RunConfig {'field' if len(unknown) == 1 else 'fields'} {sorted(unknown)}; valid: {sorted(known)}"
             )
         base = prof.settings_for(dataset)
         base.update(overrides)

@@ -23,8 +23,8 @@ def integer_epochs(target) -> None:
     """Whole-number ticks on the epoch axis of an Axes, a seaborn grid or a figure; call it after plotting.
 
     An axis that spans fewer than two whole numbers (a run with one recorded epoch plots one point) is
-    widened to one epoch either side of its centre: with nothing to tick, matplotlib falls back to
-    crowded fractional ticks."""
+    widened to one epoch either side of its centre and ticked at that epoch only: left alone, matplotlib
+    falls back to crowded fractional ticks."""
     from matplotlib.ticker import MaxNLocator
 
     axes = getattr(target, "axes", target)
@@ -35,6 +35,7 @@ def integer_epochs(target) -> None:
         if math.floor(high) - math.ceil(low) < 1:
             centre = round((low + high) / 2)
             ax.set_xlim(centre - 1, centre + 1)
+            ax.set_xticks([centre])
 
 
 def plot_curves(frame: pd.DataFrame, metric: str, split: str = "test", *, methods=None,

@@ -2,8 +2,9 @@
 or the environment turns them off.
 
 tqdm reads ``TQDM_DISABLE`` only where a call leaves ``disable`` unset; every bar in ``mmlab``
-sets it from its ``progress`` argument, so the variable is honoured here. The book's build sets
-it: in an executed notebook a bar is a widget whose state would be stored for nothing.
+sets it from its ``progress`` argument, so the variable is honoured here, read as tqdm reads it: any
+value but the empty one turns the bars off (``TQDM_DISABLE=0`` too). The book's build sets it for the
+chapters' kernels: in an executed notebook a bar is a widget whose state would be stored for nothing.
 """
 
 from __future__ import annotations
@@ -13,11 +14,8 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-_OFF = {"1", "true", "yes", "on"}
-
-
 def progress_bar(iterable: Any = None, *, progress: bool = True, **options: Any) -> tqdm:
-    """``tqdm(iterable, **options)``, disabled where ``progress`` is false or ``TQDM_DISABLE`` is set
-    (1, true, yes, on)."""
-    off = not progress or os.environ.get("TQDM_DISABLE", "").strip().lower() in _OFF
+    """``tqdm(iterable, **options)``, disabled where ``progress`` is false or ``TQDM_DISABLE`` is set to
+    anything but the empty string."""
+    off = not progress or bool(os.environ.get("TQDM_DISABLE"))
     return tqdm(iterable, disable=off, **options)

@@ -95,7 +95,7 @@ def _validate(record: Any, path: Path) -> dict[str, Any]:
         raise ResultsFileError(f"Results file {path} does not hold a JSON object.")
     missing = [k for k in REQUIRED_KEYS if k not in record]
     if missing:
-        raise ResultsFileError(f"Results file {path} lacks the field(s) {missing}; it is not an mmlab record.")
+        raise ResultsFileError(f"Results file {path} lacks the {'field' if len(missing) == 1 else 'fields'} {missing}; it is not an mmlab record.")
     if record["schema"] != SCHEMA_VERSION:
         raise ResultsFileError(f"Results file {path} has schema {record['schema']}, expected {SCHEMA_VERSION}.")
     return record

@@ -92,9 +92,10 @@ def kernel_environment() -> None:
     installs its inline backend when MPLBACKEND is unset: under Agg, figures never reach the
     executed notebook. The kernels get the inline backend instead.
 
-    Progress bars are off (tqdm reads ``TQDM_DISABLE``): in a notebook they are widgets, whose state
-    papermill stores in the executed copy although the cells that show them have their output
-    removed -- a page with no other widget would load the widget scripts (3.6 MB) for nothing.
+    The kernels' progress bars are off (tqdm reads ``TQDM_DISABLE``): in a notebook they are widgets,
+    whose state papermill stores in the executed copy although the cells that show them have their
+    output removed -- a page with no other widget would load the widget scripts (3.6 MB) for nothing.
+    papermill's own bar, in this process, is kept on explicitly (:func:`execute`).
     """
     os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
     os.environ["TQDM_DISABLE"] = "1"
@@ -126,7 +127,7 @@ def execute(nb: Path, profile: str) -> float:
             parameters={"profile": profile},
             kernel_name="python3",
             cwd=str(nb.parent),
-            progress_bar=True,
+            progress_bar={"disable": False},  # the build's own bar: TQDM_DISABLE is meant for the kernels
             log_output=False,
         )
     except PapermillExecutionError as err:
@@ -283,6 +284,7 @@ def benchmarks_page() -> str:
         "",
     ]
     from mmlab.book import benchmark_records
+    from mmlab.errors import plural
 
     records = benchmark_records(BENCHMARKS, "throughput")
     headings = [_throughput_heading(rec) for _, rec in records]
@@ -295,7 +297,9 @@ def benchmarks_page() -> str:
         lines += [
             f"## {heading}",
             "",
-            f"torch {rec['torch_version']}, {rec.get('threads', '?')} CPU thread(s), commit `{_commit_cell(rec)}`"
+            f"torch {rec['torch_version']}, "
+            + (plural("CPU thread", rec["threads"]) if isinstance(rec.get("threads"), int) else "CPU threads not recorded")
+            + f", commit `{_commit_cell(rec)}`"
             + f", measured {rec['finished_at']}; record `{path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}`.",
             "",
         ]
@@ -312,7 +316,8 @@ def benchmarks_page() -> str:
               (f"{row['throughput_vs_plain']:.3f} of {row['vs_plain_method']}" if "throughput_vs_plain" in row else ""),
               f"{row['peak_memory_mb']:.0f}"] for row in rec["rows"]])
         repeats = {row.get("repeats", 1) for row in rec["rows"]}
-        lines.append(f"Each figure is the median of {', '.join(map(str, sorted(repeats)))} alternating measurement(s).")
+        lines.append(f"Each figure is the median of {', '.join(map(str, sorted(repeats)))} alternating "
+                     f"{'measurement' if repeats == {1} else 'measurements'}.")
         lines.append("")
     lines += table_section(benchmark_records(BENCHMARKS, "table"))
     lines += parallel_section(benchmark_records(BENCHMARKS, "parallel"))
@@ -388,8 +393,8 @@ def check_section(records: list[tuple[Path, dict]]) -> list[str]:
              "`results/benchmarks/check-cuda-graph-*.json`). On a GPU the two are not bit-identical (autotuned",
              "kernels), so it checks that steps were replayed and no capture failed, that a method with phases",
              "(OGM-GE, OPM) captured both, that the losses stay finite, and that every epoch's training loss and",
-             "the final test accuracies (fused and of each modality) agree within the tolerances shown. On a CPU",
-             "the tests check the captured path exactly, with the graph emulated.", ""]
+             "the final test accuracies (fused and of each modality) agree within the tolerances that each check",
+             "names. On a CPU the tests check the captured path exactly, with the graph emulated.", ""]
     if not records:
         return lines + ["No record of it is in `results/benchmarks/` yet (it needs a GPU).", ""]
     rows = []

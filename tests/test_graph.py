@@ -76,8 +76,11 @@ def test_a_capture_the_device_refuses_leaves_the_run_training_eagerly(tiny_confi
 
     class RefusesSecond(EmulatedGraphs):
         def capture(self, body, state, generators=()):
-            if self.captures == 1:
-                raise RuntimeError("CUDA error: operation not permitted when stream is capturing\nmore")
+            if self.captures == 1:  # as CUDA does: the cause, then a generic error from ending the capture
+                try:
+                    raise RuntimeError("CUDA error: operation not permitted when stream is capturing\nmore")
+                except RuntimeError:
+                    raise RuntimeError("CUDA error: operation failed due to a previous error during capture")
             return super().capture(body, state, generators)
 
     graphs = RefusesSecond()
@@ -288,6 +291,32 @@ def test_the_gpu_check_fails_a_graph_that_replays_nothing(monkeypatch, capsys):
     monkeypatch.setattr(check, "EmulatedGraphs", Inert)
     assert check.main(CHECK_ARGS) == 1
     assert "FAILED" in capsys.readouterr().out
+
+
+def test_the_gpu_check_captures_both_phases_and_fails_a_refused_capture(tmp_path, monkeypatch, capsys):
+    """OGM-GE's window ends after the first epoch in the check: its second phase is captured too, and a
+    capture the device refuses (the run then trains eagerly) fails the check, not passes it unnoticed."""
+    import json
+
+    check = _check_script()
+    args = ["--device", "cpu", "--emulate", "--train-size", "1000", "--epochs", "2", "--methods", "ogm_ge",
+            "--stack", "1", "--loss-rtol", "1e-6", "--acc-atol", "0"]
+    out = tmp_path / "check.json"
+    assert check.main(args + ["--out", str(out)]) == 0
+    result = json.loads(out.read_text())["methods"][0]
+    assert result["graphs"] == 2 and result["checks"]["both phases captured"] and result["failure"] is None
+    assert {"test/acc", "test/acc/gray", "test/acc/color"} <= set(result["final_test_acc"])
+
+    class RefusesSecond(EmulatedGraphs):
+        def capture(self, body, state, generators=()):
+            if self.captures == 1:
+                raise RuntimeError("CUDA error: operation not permitted when stream is capturing")
+            return super().capture(body, state, generators)
+
+    monkeypatch.setattr(check, "EmulatedGraphs", RefusesSecond)
+    with pytest.warns(UserWarning, match="capture of phase"):
+        assert check.main(args) == 1
+    assert "FAILED: no capture failed, both phases captured" in capsys.readouterr().out
 
 
 def test_the_gpu_check_needs_a_gpu_unless_emulated(capsys):

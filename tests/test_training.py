@@ -271,11 +271,12 @@ def test_a_run_stopped_after_its_last_checkpoint_finishes_without_training_again
     assert finished["final"] == straight["final"]
 
 
-@pytest.mark.parametrize("environment, shown", [(None, True), ("1", False), ("true", False), ("0", True)])
+@pytest.mark.parametrize("environment, shown", [(None, True), ("1", False), ("0", False), ("", True)])
 def test_progress_bars_follow_the_caller_and_tqdm_disable(tiny_config, tmp_path, monkeypatch, capsys,
                                                           environment, shown):
     """The book's build sets TQDM_DISABLE (a bar in an executed notebook is a widget stored for nothing);
-    tqdm ignores it where a call sets ``disable``, as the loop's bars do, so mmlab reads it itself."""
+    tqdm ignores it where a call sets ``disable``, as the loop's bars do, so mmlab reads it itself, as tqdm
+    does (any value but the empty one, "0" too)."""
     if environment is None:
         monkeypatch.delenv("TQDM_DISABLE", raising=False)
     else:

@@ -185,7 +185,7 @@ def read_split_file(path: str | os.PathLike) -> tuple[list[str], list[int]]:
             labels.append(LABELS[code])
     if problems:
         raise DataIntegrityError(
-            f"Split file {path} has {len(problems):,} bad row(s):\n{_listing(problems)}\n"
+            f"Split file {path} has {len(problems):,} bad {'row' if len(problems) == 1 else 'rows'}:\n{_listing(problems)}\n"
             "Each row must be 'clip,EMO', e.g. '1001_DFA_ANG_XX,ANG', as in OGM-GE's "
             f"data/CREMAD/ files ({SPLIT_URL})."
         )
@@ -293,7 +293,7 @@ def _check_media(clips: Sequence[str], audio_dir: Path, video_dir: Path) -> None
     root = audio_dir.parent
     if missing:
         raise DataNotFoundError(
-            f"CREMA-D in {root} lacks {count:,} file(s) of clips named in the split files:\n"
+            f"CREMA-D in {root} lacks {count:,} {'file' if count == 1 else 'files'} of clips named in the split files:\n"
             f"{_listing(missing)}\n"
             f"Every clip needs {AUDIO_DIR}/<clip>.wav and {VIDEO_DIR}/<clip>.flv. Download the "
             f"missing files (see {GUIDE}) and run again; nothing was preprocessed yet."
@@ -534,7 +534,7 @@ def preprocess_cremad(
     both = [c for c in clips[split_info["train"]["count"]:] if c in train_clips]
     if both:
         raise DataIntegrityError(
-            f"The split files in {splits_at} overlap: {len(both):,} clip(s) are in both "
+            f"The split files in {splits_at} overlap: {len(both):,} {'clip is' if len(both) == 1 else 'clips are'} in both "
             f"train.csv and test.csv:\n{_listing(both)}"
         )
     _check_media(clips, audio_dir, video_dir)
@@ -565,7 +565,8 @@ def preprocess_cremad(
                 index["excluded"].update(left_out)
                 index["failed"].clear()
                 warnings.warn(
-                    f"{len(left_out):,} CREMA-D clip(s) could not be decoded and are left out "
+                    f"{len(left_out):,} CREMA-D {'clip' if len(left_out) == 1 else 'clips'} could not be decoded and "
+                    f"{'is' if len(left_out) == 1 else 'are'} left out "
                     f"(skip_unreadable=True):\n{_listing([f'{c}: {r}' for c, r in left_out.items()])}",
                     stacklevel=2)
             index["complete"] = not index["failed"] and all(
@@ -576,7 +577,7 @@ def preprocess_cremad(
     if index["failed"]:
         reasons = [f"{clip}: {reason}" for clip, reason in index["failed"].items()]
         raise DataIntegrityError(
-            f"{len(reasons):,} CREMA-D clip(s) could not be preprocessed:\n{_listing(reasons)}\n"
+            f"{len(reasons):,} CREMA-D {'clip' if len(reasons) == 1 else 'clips'} could not be preprocessed:\n{_listing(reasons)}\n"
             f"The other clips are done and saved in {folder}. Replace the files named above "
             "and run again (only those clips are redone), or run again with "
             "skip_unreadable=True (--skip-unreadable) to leave them out."
@@ -769,7 +770,7 @@ def open_cremad_cache(root: str | os.PathLike | None = None) -> CremadCache:
     if not index.get("complete"):
         done, total = sum(index["done"]), len(index["clips"])
         failed = [f"{clip}: {why}" for clip, why in index["failed"].items()]
-        detail = f"; {len(failed):,} clip(s) failed:\n{_listing(failed)}\n" if failed else ". "
+        detail = f"; {len(failed):,} {'clip' if len(failed) == 1 else 'clips'} failed:\n{_listing(failed)}\n" if failed else ". "
         raise DataNotFoundError(
             f"The CREMA-D cache in {folder} is unfinished: {done:,} of {total:,} clips are "
             f"done{detail}Run the preprocessing again with the same arguments ({COMMAND}, "
@@ -821,7 +822,8 @@ def load_cremad_splits(
                          f"{cache.path}), not {frames}; preprocess with frames_per_clip={frames} "
                          "into another cache_dir to have more.")
     if cache.index["excluded"]:
-        warnings.warn(f"{len(cache.index['excluded'])} CREMA-D clip(s) were left out when the "
+        excluded = len(cache.index["excluded"])
+        warnings.warn(f"{excluded} CREMA-D {'clip was' if excluded == 1 else 'clips were'} left out when the "
                       f"cache was made (listed in {cache.path / INDEX_FILE}).", stacklevel=2)
     train_rows, test_rows = cache.rows("train"), cache.rows("test")
     if val_size < 0 or val_size + (train_size or 0) > len(train_rows):

@@ -7,7 +7,7 @@ import inspect
 import numbers
 from typing import Any, Callable, Sequence
 
-from ..errors import UnknownNameError, plural
+from ..errors import UnknownNameError
 from .base import Method, TrainState  # noqa: F401
 from .agm import AGM
 from .baselines import JointLoss, UniformBaseline, Unimodal
@@ -41,7 +41,7 @@ METHODS: dict[str, Callable[..., Method]] = {
 
 #: How prose and captions name each method: the papers' words, not the registry's ids.
 METHOD_TITLES: dict[str, str] = {
-    "joint": "one joint loss",
+    "joint": "the joint loss",
     "unimodal": "one modality alone",
     "uniform": "the uniform baseline",
     "pretrain_finetune": "pre-training then fine-tuning",
@@ -55,8 +55,8 @@ METHOD_TITLES: dict[str, str] = {
     "pmr": "PMR",
     "agm": "AGM",
     "gblending": "G-Blending",
-    "mmtm": "MMTM (one joint loss)",
-    "greedy": "the greedy learner's re-balancing",
+    "mmtm": "MMTM with the joint loss",
+    "greedy": "Greedy",
 }
 
 
@@ -87,7 +87,7 @@ def build_method(name: str, modalities: Sequence[str] | None = None, **options: 
             example = list(modalities)[0]
             hint = (f" (one of the modalities {list(modalities)}: modality={example!r}; on the command line "
                     f"`train --modality {example}`, or `sweep --method {name}:modality={example}`)")
-        raise TypeError(f"Method {name!r} needs the {plural('option') if len(missing) > 1 else 'option'} {missing}{hint}")
+        raise TypeError(f"Method {name!r} needs the {'option' if len(missing) == 1 else 'options'} {missing}{hint}")
     for option, value in options.items():
         _check_option_type(name, option, value, params[option].default)
     method = factory(**options)

@@ -100,8 +100,15 @@ class CudaGraphs:
         graph = torch.cuda.CUDAGraph()
         for generator in generators:
             graph.register_generator_state(generator)
-        with torch.cuda.graph(graph):
-            output = body()
+        stream = torch.cuda.current_stream(self.device)
+        try:
+            with torch.cuda.graph(graph):
+                output = body()
+        except BaseException:
+            # where ending a spoilt capture raises too, torch.cuda.graph leaves its capture stream current:
+            # the eager steps that follow must run on the stream they ran on before
+            torch.cuda.set_stream(stream)
+            raise
         return graph.replay, output
 
 
@@ -191,10 +198,14 @@ class CapturedSteps:
         if graph is None:
             try:
                 graph = self.graphs[key] = self._capture()
-            except NotCapturableError:
-                raise  # the method's own mistake (a Python number logged per step): fix the method
             except RuntimeError as err:  # the device refused the capture: train on, eagerly, and say so
-                self.failure = f"capture of phase {key!r} failed: {type(err).__name__}: {str(err).splitlines()[0]}"
+                cause = err  # the first error: ending a spoilt capture raises a generic one on top of it
+                while isinstance(cause.__context__, Exception):
+                    cause = cause.__context__
+                if isinstance(cause, NotCapturableError):
+                    raise cause  # the method's own mistake (a Python number logged per step): fix the method
+                self.failure = (f"capture of phase {key!r} failed: {type(cause).__name__}: "
+                                f"{str(cause).splitlines()[0]}")
                 warnings.warn(f"cuda_graph: {self.failure}; the rest of the run trains eagerly", stacklevel=2)
                 self.device_step(batches)
                 return False

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 import torch
-from ..progress import progress_bar
 
 from ..config import RunConfig
 from ..data.registry import get_dataset
@@ -26,6 +25,7 @@ from ..errors import NonFiniteLossError, TimeLimitReached, UnknownNameError
 from ..methods import Method, TrainState, build_method
 from ..metrics import accuracy, cosine, global_norm, macro_f1
 from ..models import ModelOutput, MultimodalClassifier, ParameterGroups, build_model
+from ..progress import progress_bar
 from .batches import ResidentBatches
 from .checkpoint import load_checkpoint, save_checkpoint
 from .device import describe_device, pick_device
@@ -424,11 +424,13 @@ def _train_runs(configs: list[RunConfig], methods: list[Method] | None, *, devic
 
 
 def wait_for_device(device: torch.device) -> None:
-    """Wait until the device has run every kernel queued so far (a no-op on a CPU): a GPU's steps,
-    replayed from a graph above all, are queued ahead of the host, and a clock read without waiting
-    times the queueing, not the training."""
+    """Wait until the device has run every kernel queued so far (CUDA, MPS; a CPU runs them as they
+    come): a GPU's steps, replayed from a graph above all, are queued ahead of the host, and a clock
+    read without waiting times the queueing, not the training."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
 
 
 def _graph_backend(cuda_graph, device: torch.device):
