@@ -1,8 +1,9 @@
 """Progress bars on long work: tqdm's, shown unless the caller (``progress=False``, ``--no-progress``)
 or the environment turns them off.
 
-tqdm reads ``TQDM_DISABLE`` only where a call leaves ``disable`` unset; every bar in ``mmlab``
-sets it from its ``progress`` argument, so the variable is honoured here, read as tqdm reads it: any
+tqdm reads ``TQDM_DISABLE`` only where a call leaves ``disable`` unset -- and its notebook bar
+(``tqdm.auto`` in Jupyter) never does; every bar in ``mmlab`` and the chapters comes from here, so the
+variable is honoured here, read as tqdm reads it: any
 value but the empty one turns the bars off (``TQDM_DISABLE=0`` too). The book's build sets it for the
 chapters' kernels: in an executed notebook a bar is a widget whose state would be stored for nothing.
 """
