@@ -37,6 +37,7 @@ from mmlab.models import build_model  # noqa: E402
 from mmlab.provenance import git_commit  # noqa: E402
 from mmlab.training import pick_device  # noqa: E402
 from mmlab.training.batches import ResidentBatches  # noqa: E402
+from mmlab.training.device import wait_for_device  # noqa: E402
 from mmlab.training.loop import per_loss_encoder_gradients  # noqa: E402
 
 CASES = ("uniform", "mmpareto")
@@ -92,18 +93,14 @@ def _full_batches(data, epoch: int, batch_size: int):
 
 def _last_epoch_throughput(data, batch_size: int, device, epochs: int, train_batch) -> float:
     """Samples/s of ``train_batch(inputs, labels)`` over the full batches of the last of ``epochs`` epochs."""
-    def sync():
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-
     seconds, done = 0.0, 0
     for epoch in range(epochs):
         batches = _full_batches(data, epoch, batch_size)
-        sync()
+        wait_for_device(device)
         t0 = time.perf_counter()
         for inputs, labels in batches:
             train_batch(inputs, labels)
-        sync()
+        wait_for_device(device)
         seconds, done = time.perf_counter() - t0, len(batches) * batch_size
     return done / seconds
 

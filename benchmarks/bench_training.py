@@ -46,6 +46,7 @@ from mmlab.models import build_model  # noqa: E402
 from mmlab.provenance import git_commit  # noqa: E402
 from mmlab.training import pick_device, train, train_stacked  # noqa: E402
 from mmlab.training.batches import ResidentBatches  # noqa: E402
+from mmlab.training.device import wait_for_device  # noqa: E402
 from mmlab.training.loop import per_loss_encoder_gradients  # noqa: E402
 from mmlab.book import device_slug, write_benchmark_record  # noqa: E402
 
@@ -95,11 +96,6 @@ PLAIN = {"uniform, 3 seeds stacked": "uniform", "uniform, CUDA graph": "uniform"
 # evaluation passes per super-epoch are counted at their most frequent) the uniform baseline.
 
 
-def _sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def _peak_memory_mb(device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
@@ -127,7 +123,7 @@ def bare_loop(config: RunConfig, device, epochs: int = 2) -> float:
                           weight_decay=config.weight_decay)
     seconds = 0.0
     for epoch in range(epochs):
-        _sync(device)
+        wait_for_device(device)
         t0 = time.perf_counter()
         for inputs, labels in data.epoch(epoch):
             with autocast:
@@ -148,7 +144,7 @@ def bare_loop(config: RunConfig, device, epochs: int = 2) -> float:
             else:
                 loss.backward()
             opt.step()
-        _sync(device)
+        wait_for_device(device)
         seconds = time.perf_counter() - t0  # keep the last (warm) epoch
     return data.num_samples / seconds
 

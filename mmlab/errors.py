@@ -22,9 +22,9 @@ class UnknownNameError(ValueError):
 
 def plural(noun: str, count: int | None = None) -> str:
     """``modality`` -> ``modalities``, ``ogm_ge option`` -> ``ogm_ge options``; with a count,
-    the count and the noun that fits it: ``1 run``, ``3 runs``."""
+    the count and the noun that fits it: ``1 run``, ``3 runs``, ``1,200 clips``."""
     many = noun[:-1] + "ies" if noun.endswith("y") and noun[-2:-1] not in "aeiou" else noun + "s"
-    return many if count is None else f"{count} {noun if count == 1 else many}"
+    return many if count is None else f"{count:,} {noun if count == 1 else many}"
 
 
 class NonFiniteLossError(FloatingPointError):

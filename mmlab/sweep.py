@@ -238,7 +238,7 @@ def sweep_status(configs: Sequence[RunConfig], store=None, *, overwrite: bool = 
         rows.append(row)
     if unreadable:
         raise ResultsFileError(
-            f"{len(unreadable)} results {'file' if len(unreadable) == 1 else 'files'} cannot be read, so the sweep stops before training "
+            f"{plural('results file', len(unreadable))} cannot be read, so the sweep stops before training "
             "anything. Delete or repair them, or pass --overwrite (overwrite=True) to train those runs "
             "again and replace them:\n  " + "\n  ".join(unreadable))
     frame = pd.DataFrame(rows, columns=STATUS_COLUMNS)
@@ -549,7 +549,7 @@ def _run_slurm(todo: Sequence[RunConfig], report: Callable[[dict], None], *, run
     executor = executor_factory(folder, slurm.parameters())
     jobs = executor.map_array(SlurmRun(**run_kwargs), [config.to_dict() for config in todo])
     ids = ", ".join(job.job_id for job in jobs[:3]) + (", ..." if len(jobs) > 3 else "")
-    log(f"submitted {len(jobs)} {'job' if len(jobs) == 1 else 'jobs'} ({ids}); logs in {folder}")
+    log(f"submitted {plural('job', len(jobs))} ({ids}); logs in {folder}")
     if not slurm.wait:
         for job, config in zip(jobs, todo):
             report(_failed(config, None, "submitted") | {"job_id": job.job_id})

@@ -33,21 +33,23 @@ sys.path.insert(0, str(REPO))
 
 from mmlab import RunConfig  # noqa: E402
 from mmlab.io import atomic_write_bytes  # noqa: E402
+from mmlab.methods import METHODS, Method  # noqa: E402
 from mmlab.provenance import git_commit  # noqa: E402
 from mmlab.training import pick_device, train, train_stacked  # noqa: E402
 from mmlab.training.device import describe_device  # noqa: E402
 from mmlab.training.graph import EmulatedGraphs  # noqa: E402
 
 
-# methods whose step changes when their window of epochs ends: one graph per phase
-PHASED = {"ogm_ge", "opm"}
+def has_phases(method: str) -> bool:
+    """Whether ``method`` names phases of its training (``capture_key``: OGM-GE, OPM): one graph per phase."""
+    return METHODS[method].capture_key is not Method.capture_key
 
 
 def compare(method: str, device, *, train_size: int, epochs: int, emulate: bool, loss_rtol: float,
             acc_atol: float, stack: int = 1) -> dict:
     """Train ``method`` eagerly and captured (``stack`` seeds together, as ``sweep --stack`` does, when
     above 1: the first seed's records are compared); return the comparison and whether it passes."""
-    phased = method in PHASED and epochs >= 2
+    phased = has_phases(method) and epochs >= 2
     config = RunConfig.from_profile(profile="quick", method=method, train_size=train_size, val_size=500,
                                     test_size=1000, epochs=epochs, seed=0,
                                     method_options={"window_end": 1} if phased else None)

@@ -96,7 +96,7 @@ def test_a_capture_the_device_refuses_leaves_the_run_training_eagerly(tiny_confi
 
 def test_an_epoch_is_timed_after_the_device_has_run_its_queued_steps(monkeypatch, tiny_config, tmp_path):
     from mmlab.training import loop
-    from mmlab.training.loop import wait_for_device
+    from mmlab.training.device import wait_for_device
 
     waited = []
     monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: waited.append(device))

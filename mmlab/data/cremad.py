@@ -90,6 +90,7 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
+from ..errors import plural
 from ..io import atomic_write_bytes
 from . import audio
 from .errors import DataIntegrityError, DataNotFoundError
@@ -185,7 +186,7 @@ def read_split_file(path: str | os.PathLike) -> tuple[list[str], list[int]]:
             labels.append(LABELS[code])
     if problems:
         raise DataIntegrityError(
-            f"Split file {path} has {len(problems):,} bad {'row' if len(problems) == 1 else 'rows'}:\n{_listing(problems)}\n"
+            f"Split file {path} has {plural('bad row', len(problems))}:\n{_listing(problems)}\n"
             "Each row must be 'clip,EMO', e.g. '1001_DFA_ANG_XX,ANG', as in OGM-GE's "
             f"data/CREMAD/ files ({SPLIT_URL})."
         )
@@ -293,7 +294,7 @@ def _check_media(clips: Sequence[str], audio_dir: Path, video_dir: Path) -> None
     root = audio_dir.parent
     if missing:
         raise DataNotFoundError(
-            f"CREMA-D in {root} lacks {count:,} {'file' if count == 1 else 'files'} of clips named in the split files:\n"
+            f"CREMA-D in {root} lacks {plural('file', count)} of clips named in the split files:\n"
             f"{_listing(missing)}\n"
             f"Every clip needs {AUDIO_DIR}/<clip>.wav and {VIDEO_DIR}/<clip>.flv. Download the "
             f"missing files (see {GUIDE}) and run again; nothing was preprocessed yet."
@@ -565,7 +566,7 @@ def preprocess_cremad(
                 index["excluded"].update(left_out)
                 index["failed"].clear()
                 warnings.warn(
-                    f"{len(left_out):,} CREMA-D {'clip' if len(left_out) == 1 else 'clips'} could not be decoded and "
+                    f"{plural('CREMA-D clip', len(left_out))} could not be decoded and "
                     f"{'is' if len(left_out) == 1 else 'are'} left out "
                     f"(skip_unreadable=True):\n{_listing([f'{c}: {r}' for c, r in left_out.items()])}",
                     stacklevel=2)
@@ -577,7 +578,7 @@ def preprocess_cremad(
     if index["failed"]:
         reasons = [f"{clip}: {reason}" for clip, reason in index["failed"].items()]
         raise DataIntegrityError(
-            f"{len(reasons):,} CREMA-D {'clip' if len(reasons) == 1 else 'clips'} could not be preprocessed:\n{_listing(reasons)}\n"
+            f"{plural('CREMA-D clip', len(reasons))} could not be preprocessed:\n{_listing(reasons)}\n"
             f"The other clips are done and saved in {folder}. Replace the files named above "
             "and run again (only those clips are redone), or run again with "
             "skip_unreadable=True (--skip-unreadable) to leave them out."
@@ -770,7 +771,7 @@ def open_cremad_cache(root: str | os.PathLike | None = None) -> CremadCache:
     if not index.get("complete"):
         done, total = sum(index["done"]), len(index["clips"])
         failed = [f"{clip}: {why}" for clip, why in index["failed"].items()]
-        detail = f"; {len(failed):,} {'clip' if len(failed) == 1 else 'clips'} failed:\n{_listing(failed)}\n" if failed else ". "
+        detail = f"; {plural('clip', len(failed))} failed:\n{_listing(failed)}\n" if failed else ". "
         raise DataNotFoundError(
             f"The CREMA-D cache in {folder} is unfinished: {done:,} of {total:,} clips are "
             f"done{detail}Run the preprocessing again with the same arguments ({COMMAND}, "

@@ -36,3 +36,13 @@ def describe_device(device: torch.device) -> str:
     if device.type == "cuda":
         return f"{device} ({torch.cuda.get_device_name(device)})"
     return str(device)
+
+
+def wait_for_device(device: torch.device) -> None:
+    """Wait until the device has run every kernel queued so far (CUDA, MPS; a CPU runs them as they
+    come): a GPU's steps, replayed from a graph above all, are queued ahead of the host, and a clock
+    read without waiting times the queueing, not the training."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()

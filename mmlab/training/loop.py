@@ -28,7 +28,7 @@ from ..models import ModelOutput, MultimodalClassifier, ParameterGroups, build_m
 from ..progress import progress_bar
 from .batches import ResidentBatches
 from .checkpoint import load_checkpoint, save_checkpoint
-from .device import describe_device, pick_device
+from .device import describe_device, pick_device, wait_for_device
 from .graph import CapturedSteps, CudaGraphs, is_capturable
 
 #: evaluation batch size per device type: large batches keep a GPU busy; on a CPU a batch that
@@ -421,16 +421,6 @@ def _train_runs(configs: list[RunConfig], methods: list[Method] | None, *, devic
                 prov["cuda_graph"]["failure"] = captured.failure
         records.append(make_record(run.config, run.history, splits, prov, checkpoint_path=run.checkpoint_path))
     return records
-
-
-def wait_for_device(device: torch.device) -> None:
-    """Wait until the device has run every kernel queued so far (CUDA, MPS; a CPU runs them as they
-    come): a GPU's steps, replayed from a graph above all, are queued ahead of the host, and a clock
-    read without waiting times the queueing, not the training."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    elif device.type == "mps":
-        torch.mps.synchronize()
 
 
 def _graph_backend(cuda_graph, device: torch.device):
