@@ -3,12 +3,15 @@ the CUDA graph itself -- static buffers, logs summed on the device, eager probe 
 steps, the host's step counters -- must give the record an eager run gives."""
 
 import math
+import time
+import types
 import warnings
 
 import pytest
 import torch
 
 from mmlab.errors import NotCapturableError
+from mmlab.metrics import global_norm
 from mmlab.methods import METHODS, build_method
 from mmlab.methods.baselines import UniformBaseline
 from mmlab.training import train, train_stacked
@@ -104,11 +107,37 @@ def test_an_epoch_is_timed_after_the_device_has_run_its_queued_steps(monkeypatch
     assert waited == []
     wait_for_device(torch.device("cuda", 1))
     assert waited == [torch.device("cuda", 1)]
-    # the loop waits once per epoch, before it reads the epoch's training time
-    epochs = []
-    monkeypatch.setattr(loop, "wait_for_device", lambda device: epochs.append(device))
-    train(tiny_config("uniform", epochs=2), checkpoint_dir=tmp_path, progress=False, device="cpu")
+    # the loop waits once per epoch, before it reads the epoch's training time: the wait (queued GPU
+    # steps) must count in time/train_s. Here it moves the loop's clock on by 1,000 s.
+    epochs, waited_s = [], [0.0]
+
+    def slow_device(device):
+        epochs.append(device)
+        waited_s[0] += 1000.0
+
+    clock = types.SimpleNamespace(time=time.time, perf_counter=lambda: time.perf_counter() + waited_s[0])
+    monkeypatch.setattr(loop, "wait_for_device", slow_device)
+    monkeypatch.setattr(loop, "time", clock)
+    result = train(tiny_config("uniform", epochs=2), checkpoint_dir=tmp_path, progress=False, device="cpu")
     assert epochs == [torch.device("cpu")] * 2
+    assert all(1000.0 <= row["time/train_s"] < 2000.0 for row in result["history"])
+
+
+def test_the_loop_asks_for_each_encoder_s_gradient_norm_on_that_encoder_s_device(monkeypatch, tiny_config, tmp_path):
+    # where no gradient reaches an encoder, global_norm's zero must be made on the parameters' device
+    # (a captured CUDA step cannot meet a CPU tensor); the loop passes that device for every encoder
+    from mmlab.training import loop
+
+    devices = []
+
+    def recording_norm(tensors, device=None):
+        devices.append(device)
+        return global_norm(tensors, device=device)
+
+    monkeypatch.setattr(loop, "global_norm", recording_norm)
+    result = train(tiny_config("uniform", epochs=1), checkpoint_dir=tmp_path, progress=False, device="cpu")
+    steps, encoders = result["history"][-1]["step"], 2
+    assert devices.count(torch.device("cpu")) == steps * encoders  # the gradient probe's norms need none
 
 
 def test_the_replayed_run_ends_with_the_eager_weights(tiny_config, tmp_path):
