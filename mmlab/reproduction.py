@@ -199,9 +199,14 @@ def epoch_selection_table(records: Sequence[Mapping[str, Any]], dataset: str) ->
     pub = published(dataset)
     order = [p.label for p in PLANS.get(dataset, []) if p.label in rows] + sorted(set(rows) - {
         p.label for p in PLANS.get(dataset, [])})
+    # means over seeds computed as analysis.final_table computes the tables' (100 * each, then a pandas mean):
+    # the same runs must print the same last-epoch figure here and there, to the last digit
+    runs = pd.DataFrame([(label, 100 * last, 100 * val, 100 * test) for label in order
+                         for last, val, test in rows[label]], columns=["method", "last", "val", "test"])
+    means = runs.groupby("method", sort=False)[["last", "val", "test"]].mean()
     table = []
     for label in order:
-        last, val, test = (100 * sum(v) / len(v) for v in zip(*rows[label]))
+        last, val, test = means.loc[label]
         row: dict[str, Any] = {"method": label, "seeds": len(rows[label]), "last epoch (%)": last,
                                "best-validation epoch (%)": val, "best-test epoch (%)": test,
                                "optimism (points)": test - last}

@@ -105,6 +105,17 @@ def test_epoch_selection_of_the_committed_records_never_lowers_a_run():
     assert (table["best-test epoch (%)"] >= table["best-validation epoch (%)"] - 1e-9).all()
 
 
+def test_the_last_epoch_column_prints_as_the_tables_print_the_same_runs():
+    # 60.6 and 66.41 average to 63.505 exactly: two ways of averaging round it to 63.50 and 63.51, and a
+    # reader sees one run set with two figures. The selection table must print what the reproduction table does.
+    records = [_with_history("mmpareto", 0, [0.5, 0.606], [0.1, 0.2]),
+               _with_history("mmpareto", 1, [0.5, 0.6641], [0.1, 0.2])]
+    shown = reproduction_table(records, "cgmnist").loc["mmpareto", "acc (%)"].split(" ± ")[0]
+    assert f"{epoch_selection_table(records, 'cgmnist').loc['mmpareto', 'last epoch (%)']:.2f}" == shown
+    for r in ResultsStore(RESULTS).records(profile="full", dataset="cgmnist"):
+        assert r["final"]["test/acc"] == r["history"][-1]["test/acc"]  # the two tables read the same figure
+
+
 def test_epoch_selection_table_without_records_is_empty_but_has_its_columns():
     table = epoch_selection_table([], "cremad")
     assert table.empty and "best-test epoch (%)" in table.columns
