@@ -276,7 +276,10 @@ def benchmarks_page() -> str:
         "model has them) with one backward pass, so there *ratio* includes the method's own extra work.",
         "The method's whole extra cost is the column",
         "*vs the plain method*: its loop throughput over that of the method it modifies (one joint loss, or the",
-        "uniform baseline), both measured in the loop.",
+        "uniform baseline), both measured in the loop. Each repeat times the plain method right after the case,",
+        "and the column is the median of these paired ratios: it can differ by several percent from the ratio",
+        "of two rows' *loop* columns, which are medians taken separately, at other moments of the machine.",
+        "A *ratio* a little above 1 is the noise of such timings (the loop does all the bare loop's work).",
         "The uniform baseline's gradient probe (cos(g_m, g_u) measured every few steps) costs extra backward",
         "passes; the row without it shows the loop itself. Peak memory is the CUDA allocator's peak on a GPU",
         "and the process's maximum resident set on a CPU. This page is generated from the records in",
@@ -316,8 +319,8 @@ def benchmarks_page() -> str:
               (f"{row['throughput_vs_plain']:.3f} of {row['vs_plain_method']}" if "throughput_vs_plain" in row else ""),
               f"{row['peak_memory_mb']:.0f}"] for row in rec["rows"]])
         repeats = {row.get("repeats", 1) for row in rec["rows"]}
-        lines.append(f"Each figure is the median of {', '.join(map(str, sorted(repeats)))} alternating "
-                     f"{'measurement' if repeats == {1} else 'measurements'}.")
+        lines.append("Each figure is one measurement." if repeats == {1} else
+                     f"Each figure is the median of {' or '.join(map(str, sorted(repeats)))} alternating measurements.")
         lines.append("")
     lines += table_section(benchmark_records(BENCHMARKS, "table"))
     lines += parallel_section(benchmark_records(BENCHMARKS, "parallel"))
@@ -367,6 +370,13 @@ def parallel_section(records: list[tuple[Path, dict]]) -> list[str]:
          for _, rec in records for row in rec["rows"]])
 
 
+def _has_graph_cases() -> bool:
+    """Whether a throughput record measures the loop's own captured step (``bench_training.py`` on a GPU)."""
+    from mmlab.book import benchmark_records
+
+    return any(row.get("cuda_graph") for _, rec in benchmark_records(BENCHMARKS, "throughput") for row in rec["rows"])
+
+
 def graph_section(records: list[tuple[Path, dict]]) -> list[str]:
     """The records of `benchmarks/bench_cuda_graph.py`: what a captured step would gain on a GPU."""
     lines = ["## A step captured in a CUDA graph", "",
@@ -374,7 +384,8 @@ def graph_section(records: list[tuple[Path, dict]]) -> list[str]:
              "times the bare uniform and MMPareto steps run eagerly and replayed from one CUDA graph (records",
              "`results/benchmarks/cuda-graph-*.json`): the ceiling of what capturing the loop can gain. The loop",
              "captures its own step with `cuda_graph=True` (`sweep --cuda-graph`, `mmlab.training.graph`); the",
-             "throughput cases named \"..., CUDA graph\" measure it beside the same method trained eagerly.", ""]
+             "throughput cases named \"..., CUDA graph\" measure it beside the same method trained eagerly"
+             + ("." if _has_graph_cases() else " (no record above has them yet: they need a GPU)."), ""]
     if not records:
         return lines + ["No record of it is in `results/benchmarks/` yet (it needs a GPU).", ""]
     return lines + _markdown_table(

@@ -102,6 +102,15 @@ def test_benchmark_page_shows_throughput_and_table_records(tmp_path, monkeypatch
     page = build_book.benchmarks_page()
     assert "| cpu | mgda | 4096 | 2 | 1 | 1820 | 1.30 | `fedcba9876` |" in page
     assert page.count("| cpu | mgda |") == 2 and "| uniform | 4096 | 64 | 1234 |" in page
+    assert "Each figure is the median of 3 alternating measurements." in page
+    assert "(no record above has them yet: they need a GPU)" in page
+    captured = dict(row, case="uniform, CUDA graph", cuda_graph=True, repeats=1)
+    (tmp_path / "cuda-H200.json").write_text(json.dumps({"device": "cuda (H200)", "torch_version": "2",
+                                                         "git_commit": "abc", "finished_at": "later",
+                                                         "rows": [captured]}))
+    page = build_book.benchmarks_page()
+    assert "| uniform, CUDA graph | 4096 |" in page and "no record above has them yet" not in page
+    assert "Each figure is one measurement." in page
 
 
 def test_benchmark_records_are_told_apart_by_kind(tmp_path):
