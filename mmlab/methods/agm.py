@@ -84,7 +84,8 @@ def additive_coalition_outputs(model: MultimodalClassifier, inputs: Mapping[str,
                                ) -> dict[frozenset, torch.Tensor]:
     """:func:`coalition_outputs` for a model with additive fusion, from one forward pass in evaluation mode.
 
-    Under late fusion ``f(S) = sum_{m in S} s^m(x^m) + sum_{m not in S} s^m(0)`` (chapter 3, Eq. *eq-agm-late*):
+    Under late fusion ``f(S) = sum_{m in S} s^m(x^m) + sum_{m not in S} s^m(0)`` (chapter 3, the coalitions
+    under late fusion):
     the shares of the batch, and those of one blank sample (in evaluation mode a sample's output does not
     depend on the rest of its batch), give every coalition. ``1 + 1/B`` forward passes instead of ``2^M``."""
     if not has_additive_fusion(model):
