@@ -1,7 +1,14 @@
 """GradNorm: weights that move, stay normalised, and survive a resume."""
 
 import math
+import types
 
+import pytest
+import torch
+
+from mmlab.data.registry import get_dataset
+from mmlab.methods import build_method
+from mmlab.models import build_model
 from mmlab.training import train
 
 from conftest import LoggingState, straight_and_resumed, without_timing
@@ -38,7 +45,13 @@ def test_gradnorm_step_has_the_known_answer():
 
     def step(scales):
         c = torch.tensor([1.0, 2.0, 3.0]) * torch.tensor(scales)
-        method.total_loss(dict(zip(method.names, c * p)), LoggingState())
+        before = method.weights.detach().clone()
+        total = method.total_loss(dict(zip(method.names, c * p)), LoggingState())
+        # the model trains on the weighted sum with the weights of this step (not the plain sum)
+        assert float(total) == pytest.approx(float((before * c).sum()))
+        total.backward()
+        assert float(p.grad) == pytest.approx(float((before * c).sum()))
+        p.grad = None
         method.on_step_end(LoggingState())
         return method.weights.detach().numpy().copy()
 
@@ -55,3 +68,12 @@ def test_gradnorm_step_has_the_known_answer():
     second = step([0.5, 1.0, 1.0])
     np.testing.assert_allclose(second, w, rtol=1e-6)
     assert second[0] / second[1] < first[0] / first[1]  # the loss that fell fastest lost weight
+
+
+def test_gradnorm_balances_the_norms_on_each_encoder_s_output_layer():
+    model = build_model(get_dataset("cgmnist"), ["gray", "color"], True)
+    method = build_method("gradnorm")
+    method.setup(types.SimpleNamespace(model=model, device=torch.device("cpu")))
+    expected = [p for m in ("gray", "color") for p in model.encoders[m].output_layer.parameters()]
+    assert [id(p) for p in method.shared] == [id(p) for p in expected]
+    assert method.names == ["multimodal", "unimodal/gray", "unimodal/color"]

@@ -82,6 +82,34 @@ def test_combine_hook_with_default_sum_equals_plain_backward(tiny_config, tmp_pa
     a, b = plain["history"][0], hooked["history"][0]
     assert abs(a["train/loss"] - b["train/loss"]) < 1e-4
     assert abs(a["test/loss"] - b["test/loss"]) < 1e-3
+    plain_weights = load_checkpoint(plain["_checkpoint"])["model"]
+    hooked_weights = load_checkpoint(hooked["_checkpoint"])["model"]
+    for name, value in plain_weights.items():  # the same step, parameter by parameter
+        torch.testing.assert_close(hooked_weights[name], value, rtol=1e-5, atol=1e-6, msg=name)
+
+
+class _ZeroColourThroughCombine(UniformBaseline):
+    per_loss_gradients = True
+
+    def combine_encoder_gradients(self, modality, grads, state):
+        summed = super().combine_encoder_gradients(modality, grads, state)
+        return [torch.zeros_like(g) for g in summed] if modality == "color" else summed
+
+
+def test_the_combined_encoder_gradient_is_the_one_the_optimiser_applies(tiny_config, tmp_path):
+    # MMPareto, MGDA, PCGrad return their integrated gradient from this hook: if the loop dropped it (or let a
+    # backward pass of the summed loss overwrite it) they would train as the uniform baseline. A hook that returns
+    # zeros for the colour encoder must leave that encoder's parameters where they started.
+    config = tiny_config("uniform", epochs=1, weight_decay=0.0, grad_probe_every=0)
+    record = train(config, method=_ZeroColourThroughCombine(), checkpoint_dir=tmp_path, progress=False)
+    trained = load_checkpoint(record["_checkpoint"])["model"]
+    torch.manual_seed(config.seed)
+    initial = build_model(get_dataset("cgmnist"), ["gray", "color"], True).state_dict()
+    params = [k for k in initial if k.startswith("encoders.") and ("weight" in k or "bias" in k)]
+    colour = [k for k in params if k.startswith("encoders.color.")]
+    assert colour and all(torch.equal(initial[k], trained[k]) for k in colour)
+    assert any(not torch.equal(initial[k], trained[k]) for k in params if k.startswith("encoders.gray."))
+    assert any(not torch.equal(initial[k], trained[k]) for k in initial if k.startswith(("fusion.", "unimodal_heads.")))
 
 
 class _FreezeColour(JointLoss):

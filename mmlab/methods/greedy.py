@@ -22,10 +22,13 @@ measures again.
 What the book's version fixes where the paper leaves a choice (chapter 2 says so): the learning
 speeds are those of each regular step's gradients (before the optimiser step); main and bypass
 are paired per MMTM location; a re-balancing step updates every parameter as usual. Where the
-authors' released code differs (chapter 2 says so): it accumulates the speeds over all steps since
+authors' released code differs (chapter 2 says so): it trains each branch's own classifier (the sum of
+the branches' cross-entropies; the prediction is the mean of their outputs) where the book trains the
+concatenation fusion on the fused cross-entropy, it accumulates the speeds over all regular steps since
 the start of training (a cumulative BDR), its main group is the whole branch outside the MMTMs, it
-re-balances only from the third epoch, and its cut replaces the slower branch's whole gate by a running
-mean of that gate (over every forward pass) rather than only the other modality's squeezed input.
+re-balances only from the second epoch (after one plain epoch), and its cut replaces the slower branch's
+whole gate by a running mean of that gate (over every forward pass) rather than only the other
+modality's squeezed input.
 """
 
 from __future__ import annotations

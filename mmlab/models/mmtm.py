@@ -7,7 +7,8 @@ Fusion", CVPR 2020; chapter 2, Eq. ``eq-greedy-mmtm``): for the feature maps ``A
 
 * squeeze: ``S^m = mean over the spatial positions of A^m`` (``[N, C_m]``);
 * joint bottleneck: ``Z = ReLU(W [S^1; ...; S^M] + b)`` with ``sum_m C_m / ratio`` units (the
-  ratio, 4, and the ReLU are this book's choices, as in squeeze-and-excitation blocks);
+  ratio, 4, is this book's choice; the authors' released module also has the ReLU, but gates with
+  ``sigmoid`` rather than ``2 sigmoid`` and uses ``sum_m C_m / 2`` units);
 * excitation, one per modality: ``E^m = W^m Z + b^m`` and gate ``G^m = 2 sigmoid(E^m)``;
 * output: ``A^m * G^m`` channel-wise. A gate of exactly 1 (``E^m = 0``) passes ``A^m`` unchanged.
 
