@@ -182,6 +182,22 @@ def test_each_encoder_gradient_is_scaled_by_its_coefficient_and_the_running_refe
                                             dtype=torch.float64))
 
 
+def test_the_method_passes_its_exponent_cap_on():
+    # the same step as above, whose exponents are far from 0: the cap bounds them from above only, so the
+    # modality behind its usual course gets exactly exp(0.5 * 1e-3), the one ahead its uncapped k < 1
+    model, inputs = _model(), _inputs()
+    labels = torch.tensor([0, 1, 2, 3, 4, 5])
+    method = build_method("agm", alpha=0.5, max_exponent=1e-3)
+    state, logs = _state(model, inputs)
+    method.setup(state)
+    method.score_sums = torch.tensor([1.5, 0.5], dtype=torch.float64)
+    method.steps = 1
+    out = _backward(model, inputs, labels)
+    method.transform_gradients(out, labels, state)
+    exponents = sorted(math.log(float(logs[f"train/agm_coefficient/{m}"])) for m in ("gray", "color"))
+    assert exponents[1] == pytest.approx(0.5e-3, rel=1e-4) and exponents[0] < -0.01
+
+
 def test_outside_the_window_nothing_is_scaled_but_the_scores_are_still_averaged():
     model, inputs = _model(), _inputs()
     labels = torch.arange(6)

@@ -69,3 +69,19 @@ def test_a_bf16_run_trains(tiny_config, tmp_path):
     fp32 = train(tiny_config("uniform", epochs=1), checkpoint_dir=tmp_path / "fp32", progress=False)
     loss, loss32 = record["history"][0]["train/loss"], fp32["history"][0]["train/loss"]
     assert loss != loss32 and abs(loss - loss32) < 0.05 * abs(loss32)  # another precision, the same training
+
+
+@pytest.mark.parametrize("n, batch_size, kept", [(9, 4, 8), (10, 4, 10), (8, 4, 8)])
+def test_a_shuffled_epoch_visits_each_sample_once_and_has_len_batches(n, batch_size, kept):
+    # n = 9, batch 4: the last batch would hold one sample (BatchNorm cannot train on it) and is dropped
+    split = Split("train", {"x": torch.arange(n, dtype=torch.float32)[:, None]}, torch.arange(n))
+    batches = ResidentBatches(split, ["x"], batch_size, torch.device("cpu"), shuffle=True, seed=5)
+    for epoch in (0, 1):
+        seen = torch.cat([x["x"].flatten() for x, _ in batches.epoch(epoch)])
+        assert len(seen) == kept and len(set(seen.tolist())) == kept  # no sample twice
+        labels = torch.cat([y for _, y in batches.epoch(epoch)])
+        assert torch.equal(seen.long(), labels)  # inputs and labels stay paired
+        assert len(list(batches.epoch(epoch))) == len(batches)
+    first, second = (torch.cat([x["x"].flatten() for x, _ in batches.epoch(e)]) for e in (0, 1))
+    assert not torch.equal(first, second)  # each epoch its own order
+    assert torch.equal(first, torch.cat([x["x"].flatten() for x, _ in batches.epoch(0)]))  # and the same again

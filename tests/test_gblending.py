@@ -115,9 +115,19 @@ def test_evaluate_reports_each_heads_cross_entropy_and_the_train_split_is_unshuf
     with torch.no_grad():
         out = model({m: x.float().div(255.0) if x.dtype == torch.uint8 else x.float()
                      for m, x in splits["train"].inputs.items()})
+    y = splits["train"].labels
+
+    def acc(logits):
+        return float((logits.argmax(1) == y).double().mean())
+
     for m in ("gray", "color"):
-        expected = torch.nn.functional.cross_entropy(out.unimodal_logits[m], splits["train"].labels)
+        expected = torch.nn.functional.cross_entropy(out.unimodal_logits[m], y)
         assert metrics[f"train/loss/unimodal/{m}"] == pytest.approx(float(expected), rel=1e-4)
+        # each modality's accuracy from its own head, its share accuracy from its share of the fused logits
+        assert metrics[f"train/acc/{m}"] == pytest.approx(acc(out.unimodal_logits[m]))
+        assert metrics[f"train/share_acc/{m}"] == pytest.approx(acc(out.shares[m]))
+    assert metrics["train/acc"] == pytest.approx(acc(out.logits))
+    assert metrics["train/loss"] == pytest.approx(float(torch.nn.functional.cross_entropy(out.logits, y)), rel=1e-4)
 
 
 def test_gblending_trains_through_the_loop_and_resumes_with_its_weights(tiny_config, tmp_path):
@@ -128,7 +138,20 @@ def test_gblending_trains_through_the_loop_and_resumes_with_its_weights(tiny_con
         == [1.0, 1.0, 1.0]
     assert sum(history[-1][f"train/gblending_weight/{n}"]
                for n in ("multimodal", "unimodal/gray", "unimodal/color")) == pytest.approx(3.0)
+    assert "train/gblending_ogr/multimodal" in history[1]  # a ratio was measured from the second epoch on
     assert without_timing(resumed["history"]) == without_timing(history)
+
+
+def test_in_the_loop_the_weights_move_to_the_loss_that_generalises(tiny_config, tmp_path):
+    # on 1,024 images the gray head's validation loss falls while the colour-led ones rise (validation colours
+    # are those of the test set): the weights leave (1, 1, 1) (which also sums to 3) towards the gray head
+    names = ("multimodal", "unimodal/gray", "unimodal/color")
+    config = tiny_config("gblending", epochs=3, train_size=1024, val_size=256, grad_probe_every=0,
+                         method_options={"super_epoch": 1})
+    history = train(config, checkpoint_dir=tmp_path, progress=False)["history"]
+    weights = [history[-1][f"train/gblending_weight/{n}"] for n in names]
+    assert sum(weights) == pytest.approx(3.0) and weights[1] == max(weights) and weights[1] > 1.5
+    assert history[-1]["val/loss/unimodal/gray"] < history[0]["val/loss/unimodal/gray"]
 
 
 def test_an_unknown_split_is_named(tiny_config, tmp_path):

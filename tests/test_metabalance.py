@@ -55,6 +55,26 @@ def test_moving_average_remembers_earlier_steps():
     torch.testing.assert_close(h[0], torch.tensor([1.0 + 3.0 * 0.75 / 1.75]))
 
 
+def test_the_method_passes_its_strategy_on():
+    # target norm 1, auxiliary 2 (first step: the averages' ratio is the norms' ratio): "adapt" and "reduce"
+    # shrink the auxiliary gradient to 0.5 * 1/2 + 0.5 = 0.75 of itself; "enlarge" leaves it (it is not smaller)
+    g_m, g_u = [torch.tensor([1.0, 0.0])], [torch.tensor([0.0, 2.0])]
+    for strategy, scale in [("adapt", 0.75), ("reduce", 0.75), ("enlarge", 1.0)]:
+        h = combine(build_method("metabalance", relax_factor=0.5, strategy=strategy), g_m, g_u)
+        torch.testing.assert_close(h[0], torch.tensor([1.0, 2.0 * scale]), msg=strategy)
+    h = combine(build_method("metabalance", relax_factor=0.5, strategy="enlarge"), [torch.tensor([4.0])],
+                [torch.tensor([2.0])])
+    torch.testing.assert_close(h[0], torch.tensor([4.0 + 2.0 * (0.5 * 4 / 2 + 0.5)]))
+
+
+def test_each_encoder_keeps_its_own_moving_averages():
+    method = build_method("metabalance", relax_factor=1.0, beta=0.5)
+    combine(method, [torch.tensor([1.0])], [torch.tensor([1.0])], "gray")
+    combine(method, [torch.tensor([5.0])], [torch.tensor([1.0])], "color")  # must not touch gray's averages
+    h = combine(method, [torch.tensor([1.0])], [torch.tensor([3.0])], "gray")
+    torch.testing.assert_close(h[0], torch.tensor([1.0 + 3.0 * 0.75 / 1.75]))  # as with gray alone
+
+
 def test_bad_options_are_refused():
     with pytest.raises(ValueError, match="strategy"):
         build_method("metabalance", strategy="sometimes")

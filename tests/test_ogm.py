@@ -73,6 +73,18 @@ def test_only_the_dominant_encoder_is_scaled_and_nothing_else_changes():
         assert torch.equal(p.grad, before[id(p)])
 
 
+def test_the_continuous_option_reaches_the_coefficient_the_method_applies():
+    # rho = 1.5: the paper's coefficient 1 - tanh(0.8 * 1.5) = 0.17; continuous, 1 - tanh(0.8 * 0.5) = 0.62
+    state, out, y = _state_and_output("color", confidence=0.4626)
+    before = {id(p): p.grad.clone() for p in state.groups.all()}
+    build_method("ogm_ge", noise=False, continuous=True).transform_gradients(out, y, state)
+    rho = float(discrepancy_ratios(modality_scores(out.shares, y))["color"])
+    k = 1 - math.tanh(0.8 * (rho - 1))
+    assert 0.55 < k < 0.7
+    for p in state.groups.encoders["color"]:
+        torch.testing.assert_close(p.grad, before[id(p)] * k, rtol=1e-5, atol=0)
+
+
 def test_conv_only_switch_scales_only_convolution_weights():
     state, out, y = _state_and_output("color")
     before = {id(p): p.grad.clone() for p in state.groups.all()}
@@ -154,6 +166,8 @@ def test_opm_drops_only_the_dominant_modality_at_the_intended_rate():
 
     q = drop_probabilities(discrepancy_ratios(modality_scores(shares, labels)), 0.4, 0.5)["color"]
     assert abs(dropped - float(q)) < 4 * math.sqrt(float(q) * (1 - float(q)) / n)
+    kept = out["color"].abs().sum(1) > 0  # the kept samples pass unchanged: no dropout-style 1/(1-q) rescaling
+    assert kept.any() and torch.equal(out["color"][kept], features["color"][kept])
     state.epoch = 60  # outside the window: nothing dropped
     assert all(torch.equal(method.intervene(features, state)[m], features[m]) for m in features)
 

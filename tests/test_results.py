@@ -38,7 +38,8 @@ def test_finished_record_is_not_overwritten(tiny_config, results_dir):
     store = ResultsStore()
     with pytest.raises(FileExistsError, match="overwrite=True"):
         store.save(record)
-    store.save({**record, "label": "joint"}, overwrite=True)
+    store.save({**record, "note": "saved again"}, overwrite=True)
+    assert read_record(store.path_for(config))["note"] == "saved again"  # overwrite=True did replace it
 
 
 def test_write_is_atomic(tiny_config, results_dir, monkeypatch):

@@ -36,6 +36,36 @@ def test_uniform_run_logs_what_the_chapter_needs(tiny_config, tmp_path):
     assert record["dataset"]["train"]["size"] == 256
 
 
+def test_the_gradient_probe_logs_the_cosine_of_the_right_pair_and_conflict_where_it_is_negative():
+    from mmlab.training.loop import _EpochLog, _log_gradient_probe
+
+    g_mm = [torch.tensor([1.0, 0.0]), torch.tensor([2.0])]
+    g_gray = [torch.tensor([-1.0, 1.0]), torch.tensor([0.5])]  # cos = (-1 + 1) / (sqrt 5 sqrt 2.25) = 0
+    g_colour = [torch.tensor([-3.0, 0.0]), torch.tensor([-1.0])]  # conflicts with g_mm
+    log = _EpochLog()
+    _log_gradient_probe({"gray": {"multimodal": g_mm, "unimodal/gray": g_gray},
+                         "color": {"multimodal": g_mm, "unimodal/color": g_colour}}, log)
+    means = log.means()
+
+    def cos(a, b):
+        a, b = torch.cat(a), torch.cat(b)
+        return float(a @ b / (a.norm() * b.norm()))
+
+    assert means["train/cos_mm_uni/gray"] == pytest.approx(cos(g_mm, g_gray), abs=1e-7)
+    assert means["train/cos_mm_uni/color"] == pytest.approx(cos(g_mm, g_colour)) and cos(g_mm, g_colour) < 0
+    assert means["train/conflict/gray"] == 0.0 and means["train/conflict/color"] == 1.0
+    assert means["train/grad_norm_mm/gray"] == pytest.approx(5 ** 0.5)
+    assert means["train/grad_norm_uni/color"] == pytest.approx(10 ** 0.5)
+
+
+def test_the_optimiser_is_sgd_with_the_configured_settings(tiny_config, tmp_path):
+    config = tiny_config("uniform", epochs=1, lr=0.02, weight_decay=3e-4)
+    record = train(config, checkpoint_dir=tmp_path, progress=False)
+    group = load_checkpoint(record["_checkpoint"])["optimizer"]["param_groups"][0]
+    assert (group["lr"], group["momentum"], group["weight_decay"]) == (0.02, config.momentum, 3e-4)
+    assert config.momentum == 0.9  # the papers' SGD momentum
+
+
 def test_joint_has_no_unimodal_cosine_and_unimodal_trains_one_encoder(tiny_config, tmp_path):
     joint = train(tiny_config("joint", epochs=1), checkpoint_dir=tmp_path, progress=False)
     assert not any(k.startswith("train/cos_mm_uni") for k in joint["history"][0])
