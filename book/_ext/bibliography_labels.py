@@ -29,11 +29,14 @@ def author_year_label(entry) -> str:
     """``"Wei 2024"``, ``"Wei and Hu 2024"``, ``"Wu et al. 2022"``: an entry's label before a, b, ..."""
     persons = entry.persons.get("author") or entry.persons.get("editor") or []
     names = [_last_name(p) for p in persons]
+    cut = names[-1:] == ["others"]  # BibTeX's "and others": the list is cut, so "et al." whatever its length
+    if cut:
+        names = names[:-1]
     if not names:
         who = entry.fields.get("key") or entry.key
-    elif len(names) == 1:
+    elif len(names) == 1 and not cut:
         who = names[0]
-    elif len(names) == 2:
+    elif len(names) == 2 and not cut:
         who = f"{names[0]} and {names[1]}"
     else:
         who = f"{names[0]} et al."
