@@ -77,3 +77,23 @@ def test_gradnorm_balances_the_norms_on_each_encoder_s_output_layer():
     expected = [p for m in ("gray", "color") for p in model.encoders[m].output_layer.parameters()]
     assert [id(p) for p in method.shared] == [id(p) for p in expected]
     assert method.names == ["multimodal", "unimodal/gray", "unimodal/color"]
+
+
+def test_on_resnet_encoders_the_shared_layer_is_the_trunk_s_last_convolution():
+    # CREMA-D's encoders: the last convolution and its BatchNorm, not the whole ResNet-18 (which would cost
+    # three extra backward passes through it every step)
+    model = build_model(get_dataset("cremad"), ["audio", "visual"], True)
+    method = build_method("gradnorm")
+    method.setup(types.SimpleNamespace(model=model, device=torch.device("cpu")))
+    block = model.encoders["audio"].trunk.layer4[-1]
+    expected = list(block.conv2.parameters()) + list(block.bn2.parameters())
+    assert [id(p) for p in method.shared[:len(expected)]] == [id(p) for p in expected]
+    total = sum(p.numel() for p in model.encoders["audio"].parameters())
+    assert sum(p.numel() for p in expected) < total / 4
+
+
+def test_an_encoder_without_an_output_layer_is_named():
+    model = build_model(get_dataset("cgmnist"), ["gray", "color"], True)
+    model.encoders["color"] = torch.nn.Sequential(torch.nn.Flatten())
+    with pytest.raises(TypeError, match="color encoder"):
+        build_method("gradnorm").setup(types.SimpleNamespace(model=model, device=torch.device("cpu")))

@@ -6,7 +6,7 @@ that each weighted loss's gradient norm on the shared layers,
 ``r_i = (L_i / L_i(0)) / mean_j(L_j / L_j(0))`` is the loss's relative inverse
 training rate. The weights have their own optimiser and are renormalised to sum
 to the number of losses after every step. ``W`` is the output layers of all
-encoders together. The paper takes the last layer shared by every task; here no layer is
+encoders together (a ResNet encoder's: its last convolution with its BatchNorm). The paper takes the last layer shared by every task; here no layer is
 shared by all three losses (each unimodal loss reaches only its own encoder), so the
 multimodal loss's norm is taken over both encoders' output layers and each unimodal loss's,
 in effect, over one. A choice of ours, said in chapter 4.
@@ -41,8 +41,11 @@ class GradNorm(UniformBaseline):
         self.names = ["multimodal"] + [f"unimodal/{m}" for m in state.model.modalities]
         self.weights = torch.ones(len(self.names), device=state.device, requires_grad=True)
         self.weight_optimizer = torch.optim.SGD([self.weights], lr=self.weight_lr)
-        self.shared = [p for enc in state.model.encoders.values()
-                       for p in getattr(enc, "output_layer", enc).parameters()]
+        missing = [m for m, enc in state.model.encoders.items() if not hasattr(enc, "output_layer")]
+        if missing:
+            raise TypeError(f"GradNorm balances gradient norms on each encoder's output_layer; the {missing[0]} "
+                            f"encoder ({type(state.model.encoders[missing[0]]).__name__}) has none")
+        self.shared = [p for enc in state.model.encoders.values() for p in enc.output_layer.parameters()]
 
     def total_loss(self, losses: dict[str, torch.Tensor], state: TrainState) -> torch.Tensor:
         values = torch.stack([losses[n] for n in self.names])

@@ -116,6 +116,13 @@ class _StagedEncoder(nn.Module):
     def stages(self) -> list[nn.Module]:
         return list(self._stages)
 
+    @property
+    def output_layer(self) -> nn.Module:
+        """The trunk's last convolution with its BatchNorm, the last layer before the pooling (GradNorm
+        balances gradients there, chapter 4; the whole trunk would cost three backward passes through it)."""
+        block = self.trunk.layer4[-1]
+        return nn.ModuleList([block.conv2, block.bn2])
+
 
 class SpectrogramResNet(_StagedEncoder):
     """Audio encoder: ``[N, 1, F, T]`` log-spectrogram -> ``[N, 512]``."""
