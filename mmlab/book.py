@@ -21,6 +21,11 @@ def _benchmark_kind(name: str) -> str:
                 "throughput")
 
 
+#: a throughput record's fields under the titles the Benchmarks page and chapter 4 give them
+THROUGHPUT_COLUMNS = {"loop_samples_per_s": "loop (samples/s)", "bare_samples_per_s": "bare (samples/s)",
+                      "ratio": "ratio", "vs_plain_method": "plain method", "throughput_vs_plain": "vs the plain method"}
+
+
 def benchmark_records(folder: str | Path, kind: str) -> list[tuple[Path, dict]]:
     """``(path, record)`` of every benchmark record of ``kind`` in ``folder``, sorted by name."""
     if kind not in BENCHMARK_KINDS:

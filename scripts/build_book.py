@@ -289,7 +289,7 @@ def benchmarks_page() -> str:
         "`results/benchmarks/` each time the book is built.",
         "",
     ]
-    from mmlab.book import benchmark_records
+    from mmlab.book import THROUGHPUT_COLUMNS, benchmark_records
     from mmlab.errors import plural
 
     records = benchmark_records(BENCHMARKS, "throughput")
@@ -315,8 +315,9 @@ def benchmarks_page() -> str:
             lines += ["This record was cut short (the benchmark stopped at its time limit): the cases it lacks were",
                       "not measured in this run.", ""]
         lines += _markdown_table(
-            ["case", ("samples / epoch", "r"), ("batch", "r"), ("loop (samples/s)", "r"), ("bare (samples/s)", "r"),
-             ("ratio", "r"), "vs the plain method in the loop", ("peak memory (MB)", "r")],
+            ["case", ("samples / epoch", "r"), ("batch", "r"), (THROUGHPUT_COLUMNS["loop_samples_per_s"], "r"),
+             (THROUGHPUT_COLUMNS["bare_samples_per_s"], "r"), (THROUGHPUT_COLUMNS["ratio"], "r"),
+             THROUGHPUT_COLUMNS["throughput_vs_plain"] + " in the loop", ("peak memory (MB)", "r")],
             [[row["case"], row["samples_per_epoch"], row["batch_size"], f"{row['loop_samples_per_s']:.0f}",
               f"{row['bare_samples_per_s']:.0f}", f"{row['ratio']:.3f}",
               (f"{row['throughput_vs_plain']:.3f} of {row['vs_plain_method']}" if "throughput_vs_plain" in row else ""),
@@ -327,7 +328,8 @@ def benchmarks_page() -> str:
         lines.append("")
     lines += table_section(benchmark_records(BENCHMARKS, "table"))
     lines += parallel_section(benchmark_records(BENCHMARKS, "parallel"))
-    lines += graph_section(benchmark_records(BENCHMARKS, "graph"))
+    lines += graph_section(benchmark_records(BENCHMARKS, "graph"),
+                           loop_captured=any(row.get("cuda_graph") for _, rec in records for row in rec["rows"]))
     lines += check_section(benchmark_records(BENCHMARKS, "check"))
     return "\n".join(lines)
 
@@ -373,22 +375,16 @@ def parallel_section(records: list[tuple[Path, dict]]) -> list[str]:
          for _, rec in records for row in rec["rows"]])
 
 
-def _has_graph_cases() -> bool:
-    """Whether a throughput record measures the loop's own captured step (``bench_training.py`` on a GPU)."""
-    from mmlab.book import benchmark_records
-
-    return any(row.get("cuda_graph") for _, rec in benchmark_records(BENCHMARKS, "throughput") for row in rec["rows"])
-
-
-def graph_section(records: list[tuple[Path, dict]]) -> list[str]:
-    """The records of `benchmarks/bench_cuda_graph.py`: what a captured step would gain on a GPU."""
+def graph_section(records: list[tuple[Path, dict]], loop_captured: bool = False) -> list[str]:
+    """The records of `benchmarks/bench_cuda_graph.py`: what a captured step would gain on a GPU.
+    ``loop_captured``: whether a throughput record above measures the loop's own captured step."""
     lines = ["## A step captured in a CUDA graph", "",
              "On a GPU a CG-MNIST step at batch 64 is bound by kernel launches. `python benchmarks/bench_cuda_graph.py`",
              "times the bare uniform and MMPareto steps run eagerly and replayed from one CUDA graph (records",
              "`results/benchmarks/cuda-graph-*.json`): the ceiling of what capturing the loop can gain. The loop",
              "captures its own step with `cuda_graph=True` (`sweep --cuda-graph`, `mmlab.training.graph`); the",
              "throughput cases named \"..., CUDA graph\" measure it beside the same method trained eagerly"
-             + ("." if _has_graph_cases() else " (no record above has them yet: they need a GPU)."), ""]
+             + ("." if loop_captured else " (no record above has them yet: they need a GPU)."), ""]
     if not records:
         return lines + ["No record of it is in `results/benchmarks/` yet (it needs a GPU).", ""]
     return lines + _markdown_table(

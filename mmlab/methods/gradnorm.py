@@ -6,10 +6,11 @@ that each weighted loss's gradient norm on the shared layers,
 ``r_i = (L_i / L_i(0)) / mean_j(L_j / L_j(0))`` is the loss's relative inverse
 training rate. The weights have their own optimiser and are renormalised to sum
 to the number of losses after every step. ``W`` is the output layers of all
-encoders together (a ResNet encoder's: its last convolution with its BatchNorm). The paper takes the last layer shared by every task; here no layer is
-shared by all three losses (each unimodal loss reaches only its own encoder), so the
-multimodal loss's norm is taken over both encoders' output layers and each unimodal loss's,
-in effect, over one. A choice of ours, said in chapter 4.
+encoders together (a ResNet encoder's: its last convolution with its BatchNorm).
+The paper takes the last layer shared by every task; here no layer is shared by all three
+losses (each unimodal loss reaches only its own encoder), so the multimodal loss's norm is
+taken over both encoders' output layers and each unimodal loss's, in effect, over one. A
+choice of ours, said in chapter 4.
 
 Since ``G_i`` is linear in ``w_i``, ``d G_i / d w_i = ||grad_W L_i||`` needs no
 second-order graph: one cheap gradient of each loss w.r.t. ``W`` per step.
