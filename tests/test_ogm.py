@@ -132,6 +132,21 @@ def test_ogm_ge_trains_through_the_loop(tiny_config, tmp_path):
     assert "train/ogm_rho/gray" in h and 0 < h["train/ogm_coefficient/color"] <= 1
 
 
+def test_the_loop_scales_by_the_coefficient_of_each_step_s_own_ratio(tiny_config, tmp_path):
+    """One step per epoch, so an epoch's logged means are that step's values: the coefficient logged is
+    the modulation coefficient of the ratio logged beside it, below 1 for the dominant modality only."""
+    record = train(tiny_config("ogm_ge", epochs=2, train_size=32, batch_size=32), checkpoint_dir=tmp_path,
+                   progress=False)
+    for h in record["history"]:
+        rho = {m: h[f"train/ogm_rho/{m}"] for m in ("gray", "color")}
+        assert math.isclose(rho["gray"] * rho["color"], 1.0, rel_tol=1e-5)  # two modalities: reciprocal ratios
+        dominant = max(rho, key=rho.get)
+        for m, r in rho.items():
+            expected = float(modulation_coefficient(torch.tensor(r, dtype=torch.float64), 0.8))
+            assert math.isclose(h[f"train/ogm_coefficient/{m}"], expected, rel_tol=1e-5)
+            assert (h[f"train/ogm_coefficient/{m}"] < 1) == (m == dominant)
+
+
 def test_opm_drop_probabilities():
     from mmlab.methods.ogm import drop_probabilities
 

@@ -140,6 +140,22 @@ def test_pmr_trains_through_the_loop_and_resumes_with_its_prototypes(tiny_config
     assert without_timing(resumed["history"]) == without_timing(straight["history"])
 
 
+def test_the_loop_switches_the_prototype_loss_on_for_the_weaker_modality_only(tiny_config, tmp_path):
+    """One step per epoch, so an epoch's logged means are that step's values: alpha for the modality whose
+    prototype ratio is below 1, 0 (and no prototype loss) for the other."""
+    record = train(tiny_config("pmr", epochs=2, train_size=32, batch_size=32, method_options=dict(alpha=0.5)),
+                   checkpoint_dir=tmp_path, progress=False)
+    for h in record["history"]:
+        rho = {m: h[f"train/pmr_rho/{m}"] for m in ("gray", "color")}
+        assert math.isclose(rho["gray"] * rho["color"], 1.0, rel_tol=1e-5)  # two modalities: reciprocal ratios
+        for m, r in rho.items():
+            assert h[f"train/pmr_coefficient/{m}"] == (0.5 if r < 1 else 0.0)
+            if r > 1:
+                assert h[f"train/loss/prototype/{m}"] == 0.0
+            else:
+                assert h[f"train/loss/prototype/{m}"] > 0.0
+
+
 @settings(max_examples=25, deadline=None)
 @given(st.integers(0, 10_000), st.integers(2, 6))
 def test_the_pce_gradient_is_the_unit_pull_of_chapter_3s_exercise(seed, classes):
