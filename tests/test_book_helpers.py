@@ -36,3 +36,29 @@ def test_glue_hands_myst_nb_plain_python_numbers(monkeypatch):
     glue("c", "text")
     assert seen == {"a": 0.5, "b": 3, "c": "text"}
     assert type(seen["a"]) is float and type(seen["b"]) is int
+
+
+def test_tables_name_rows_as_the_prose_does_and_keep_the_ids_for_code():
+    import pandas as pd
+
+    from mmlab.book import row_title, titled
+    from mmlab.methods import METHOD_TITLES
+
+    assert row_title("uniform") == "Uniform baseline" and row_title("unimodal-gray") == "Gray alone"
+    assert row_title("ogm_ge") == "OGM-GE" and row_title("mgda") == "Conventional Pareto (MGDA)"
+    assert row_title("not-a-method") == "not-a-method" and row_title("udi") == "udi"
+    assert len({row_title(m) for m in METHOD_TITLES}) == len(METHOD_TITLES)  # no two rows under one name
+
+    table = pd.DataFrame({"acc (%)": [1.0, 2.0]}, index=pd.Index(["uniform", "mgda"], name="method"))
+    shown = titled(table)
+    assert list(shown.index) == ["Uniform baseline", "Conventional Pareto (MGDA)"] and shown.index.name == "method"
+    assert list(table.index) == ["uniform", "mgda"]  # the original is untouched
+    by_device = pd.DataFrame({"x": [1, 2]}, index=pd.MultiIndex.from_tuples(
+        [("cpu", "uniform"), ("cpu", "ogm_ge")], names=["device", "method"]))
+    assert list(titled(by_device).index) == [("cpu", "Uniform baseline"), ("cpu", "OGM-GE")]  # devices as they were
+
+
+def test_captions_say_one_seed_or_a_mean_over_seeds():
+    from mmlab.book import over_seeds
+
+    assert [over_seeds(n) for n in (1, 2, 3)] == ["one seed", "mean over 2 seeds", "mean over 3 seeds"]
