@@ -40,7 +40,10 @@ def integer_epochs(target) -> None:
 
 def plot_curves(frame: pd.DataFrame, metric: str, split: str = "test", *, methods=None,
                 ylabel: str | None = None, col_wrap: int = 4, height: float = 2.6, modalities=None):
-    """One panel per method; one line per modality (mean over seeds, band = spread)."""
+    """One panel per method, titled as the tables name it (:func:`mmlab.book.row_title`); one line per modality
+    (mean over seeds, band = spread)."""
+    from .book import row_title
+
     data = frame[(frame.metric == metric) & (frame.split == split)]
     if methods is not None:
         data = data[data.method.isin(methods)]
@@ -54,7 +57,8 @@ def plot_curves(frame: pd.DataFrame, metric: str, split: str = "test", *, method
                        col_wrap=min(col_wrap, len(order)), height=height, aspect=1.15,
                        facet_kws={"sharey": True})
     grid.set_axis_labels("epoch", ylabel or f"{split} {metric}")
-    grid.set_titles("{col_name}")
+    for ax, method in zip(grid.axes.flat, order):
+        ax.set_title(row_title(method))
     integer_epochs(grid)
     return grid
 

@@ -107,3 +107,14 @@ def test_epoch_axes_tick_whole_numbers_only(epochs, expected):
     assert low <= min(epochs) and max(epochs) <= high  # every point stays on the axis
     if expected is not None:  # one point: its own epoch only; two: left as they are
         assert ticks == expected
+
+
+def test_curve_panels_are_titled_as_the_tables_name_the_methods():
+    from mmlab.plots import plot_curves
+
+    frame = history_frame([record("ogm_ge", 0, 0.6, 0.9), record("unimodal-gray", 0, 0.5, 0.5),
+                           record("mystery", 0, 0.4, 0.4)])
+    grid = plot_curves(frame, "acc", methods=["unimodal-gray", "ogm_ge", "mystery"])
+    titles = [ax.get_title() for ax in grid.axes.flat]
+    plt.close(grid.figure)
+    assert titles == ["Gray alone", "OGM-GE", "mystery"]  # in the order asked for; an unknown label as it is
