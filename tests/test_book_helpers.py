@@ -62,3 +62,11 @@ def test_captions_say_one_seed_or_a_mean_over_seeds():
     from mmlab.book import over_seeds
 
     assert [over_seeds(n) for n in (1, 2, 3)] == ["one seed", "mean over 2 seeds", "mean over 3 seeds"]
+
+
+def test_every_dataset_has_a_title_for_the_captions_and_an_untitled_one_is_called_by_its_id():
+    from mmlab.data.registry import DATASETS, DatasetSpec, get_dataset
+
+    assert get_dataset("cgmnist").title == "Colored-and-gray MNIST"
+    assert all(spec.title and spec.title != name for name, spec in DATASETS.items())
+    assert DatasetSpec(name="mine", description="test", modalities={"a": 1}, num_classes=2).title == "mine"

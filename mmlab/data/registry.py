@@ -32,6 +32,12 @@ class DatasetSpec:
     # checks the values of the options (``check_options(options)`` raises ValueError naming a bad one),
     # so that a bad value fails when the run is configured, not when its data is built
     check_options: Callable[[dict[str, Any]], None] | None = None
+    # what the prose and the captions call it ("Colored-and-gray MNIST"); the id when left empty
+    title: str = ""
+
+    def __post_init__(self):
+        if not self.title:
+            object.__setattr__(self, "title", self.name)
 
     def batch_transform(self, options: Mapping[str, Any] | None = None):
         """The training augmentation for these options, or ``None``."""
@@ -133,6 +139,7 @@ def _build_avdigits(*, train_size, val_size, test_size, data_seed, root, image_n
 DATASETS: dict[str, DatasetSpec] = {
     "cgmnist": DatasetSpec(
         name="cgmnist",
+        title="Colored-and-gray MNIST",
         description="Colored-and-gray MNIST: the same digit in gray and in a class-tied colour "
         "(colour shortcut in training only)",
         modalities={"gray": 1, "color": 3},
@@ -144,6 +151,7 @@ DATASETS: dict[str, DatasetSpec] = {
     ),
     "cremad": DatasetSpec(
         name="cremad",
+        title="CREMA-D",
         description="CREMA-D: six acted emotions, speech log-spectrograms and face frames at "
         "1 fps, OGM-GE's split (preprocess it once: book/cremad.md)",
         modalities={"audio": 1, "visual": 3},
@@ -156,6 +164,7 @@ DATASETS: dict[str, DatasetSpec] = {
     ),
     "avdigits": DatasetSpec(
         name="avdigits",
+        title="Audio-visual digits",
         description="Audio-visual digits: an MNIST image and a spoken digit (FSDD log-spectrogram) "
         "of the same class; knobs degrade either modality (chapter 5)",
         modalities={"image": 1, "audio": 1},
@@ -176,6 +185,7 @@ def _build_cremad_shaped(**kwargs):
 
 DATASETS["cremad_shaped"] = DatasetSpec(
     name="cremad_shaped",
+    title="CREMA-D-shaped noise",
     description="random content in CREMA-D's shapes (benchmarks and tests; nothing to learn)",
     modalities={"audio": 1, "visual": 3},
     num_classes=6,
