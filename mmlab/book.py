@@ -75,22 +75,11 @@ def device_slug(device) -> str:
     return "cuda-" + torch.cuda.get_device_name(device).replace(" ", "-")
 
 
-def row_title(label: str) -> str:
-    """How a table names a method's row: its title in the prose (:func:`mmlab.methods.method_title`) without the
-    article, capitalised: ``uniform`` -> ``Uniform baseline``, ``unimodal-gray`` -> ``Gray alone``; a label it
-    does not know is returned as it is."""
-    from .methods import method_title
-
-    title = method_title(label)
-    if title == label:
-        return label
-    title = title.removeprefix("the ")
-    return title[:1].upper() + title[1:]
-
-
 def titled(table):
-    """A copy of ``table`` for display, its rows named by :func:`row_title` instead of the ids (``ogm_ge``,
+    """A copy of ``table`` for display, its rows named by :func:`mmlab.methods.row_title` instead of the ids (``ogm_ge``,
     ``unimodal-gray``) that the chapters' code indexes by; with a multi-level index, only the ``method`` level."""
+    from .methods import row_title
+
     if table.index.nlevels > 1:
         return table.rename(index=row_title, level="method")
     return table.rename(index=row_title)

@@ -11,6 +11,8 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 
+from .methods import row_title
+
 MODALITY_PALETTE = {"fused": "#333333", "gray": "#7f7f7f", "color": "#d62728"}
 
 
@@ -40,10 +42,8 @@ def integer_epochs(target) -> None:
 
 def plot_curves(frame: pd.DataFrame, metric: str, split: str = "test", *, methods=None,
                 ylabel: str | None = None, col_wrap: int = 4, height: float = 2.6, modalities=None):
-    """One panel per method, titled as the tables name it (:func:`mmlab.book.row_title`); one line per modality
+    """One panel per method, titled as the tables name it (:func:`mmlab.methods.row_title`); one line per modality
     (mean over seeds, band = spread)."""
-    from .book import row_title
-
     data = frame[(frame.metric == metric) & (frame.split == split)]
     if methods is not None:
         data = data[data.method.isin(methods)]

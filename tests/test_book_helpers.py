@@ -41,8 +41,8 @@ def test_glue_hands_myst_nb_plain_python_numbers(monkeypatch):
 def test_tables_name_rows_as_the_prose_does_and_keep_the_ids_for_code():
     import pandas as pd
 
-    from mmlab.book import row_title, titled
-    from mmlab.methods import METHOD_TITLES
+    from mmlab.book import titled
+    from mmlab.methods import METHOD_TITLES, row_title
 
     assert row_title("uniform") == "Uniform baseline" and row_title("unimodal-gray") == "Gray alone"
     assert row_title("ogm_ge") == "OGM-GE" and row_title("mgda") == "Conventional Pareto (MGDA)"

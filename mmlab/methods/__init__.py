@@ -68,6 +68,17 @@ def method_title(label: str) -> str:
     return METHOD_TITLES.get(label, label)
 
 
+def row_title(label: str) -> str:
+    """How a table's row or a figure's panel names a method: its title in the prose (:func:`method_title`)
+    without the article, capitalised: ``uniform`` -> ``Uniform baseline``, ``unimodal-gray`` -> ``Gray alone``;
+    a label it does not know is returned as it is."""
+    title = method_title(label)
+    if title == label:
+        return label
+    title = title.removeprefix("the ")
+    return title[:1].upper() + title[1:]
+
+
 def build_method(name: str, modalities: Sequence[str] | None = None, **options: Any) -> Method:
     """The method called ``name`` with its ``options``; unknown names and
     options get an error that lists the valid ones."""
