@@ -566,8 +566,7 @@ def preprocess_cremad(
                 index["excluded"].update(left_out)
                 index["failed"].clear()
                 warnings.warn(
-                    f"{plural('CREMA-D clip', len(left_out))} could not be decoded and "
-                    f"{'is' if len(left_out) == 1 else 'are'} left out "
+                    f"{plural('CREMA-D clip', len(left_out))} could not be decoded; left out "
                     f"(skip_unreadable=True):\n{_listing([f'{c}: {r}' for c, r in left_out.items()])}",
                     stacklevel=2)
             index["complete"] = not index["failed"] and all(
@@ -824,8 +823,8 @@ def load_cremad_splits(
                          "into another cache_dir to have more.")
     if cache.index["excluded"]:
         excluded = len(cache.index["excluded"])
-        warnings.warn(f"{excluded} CREMA-D {'clip was' if excluded == 1 else 'clips were'} left out when the "
-                      f"cache was made (listed in {cache.path / INDEX_FILE}).", stacklevel=2)
+        warnings.warn(f"Left out when the cache was made: {plural('CREMA-D clip', excluded)} "
+                      f"(listed in {cache.path / INDEX_FILE}).", stacklevel=2)
     train_rows, test_rows = cache.rows("train"), cache.rows("test")
     if val_size < 0 or val_size + (train_size or 0) > len(train_rows):
         raise ValueError(f"val_size {val_size} plus train_size {train_size} is more than the "
