@@ -8,7 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from mmlab.config import RunConfig
 from mmlab.errors import UnknownNameError
+from mmlab.profiles import PROFILES
 from mmlab.reproduction import PLANS, epoch_selection_table, reproduction_configs, reproduction_table
 from mmlab.results import ResultsStore
 
@@ -31,7 +33,11 @@ def test_the_committed_full_records_are_found_by_the_plan():
     records = ResultsStore(RESULTS).records(profile="full", dataset="cgmnist")
     recorded = {r["key"] for r in records}
     planned = {c.key for c in reproduction_configs("cgmnist", "full")}
-    assert recorded and recorded <= planned  # every committed run belongs to the reproduction
+    # chapter 1's two-stage baseline is not in the CG-MNIST plan (MMPareto lists it for CREMA-D only)
+    chapter_1 = {RunConfig.from_profile(method="pretrain_finetune", dataset="cgmnist", seed=seed, profile="full").key
+                 for seed in PROFILES["full"].seeds}
+    assert recorded and recorded <= planned | chapter_1  # every committed run belongs to a chapter
+    assert planned <= recorded  # and the whole CG-MNIST reproduction is recorded
 
 
 def _record(label, seed, acc, dataset="cgmnist", device="cuda (NVIDIA H100 80GB HBM3)"):
