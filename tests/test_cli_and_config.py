@@ -121,7 +121,9 @@ def test_sweep_plan_dry_run_finds_the_committed_records(capsys):
     from mmlab.reproduction import reproduction_configs
 
     planned = {c.key for c in reproduction_configs("cgmnist", "full")}  # chapter 1's two-stage runs are not
-    committed = sum(p.stem.rpartition("-")[2] in planned for p in (results / "full" / "cgmnist").glob("*/*.json"))
+    from mmlab.results import ResultsStore
+
+    committed = sum(r["key"] in planned for r in ResultsStore(results).records(profile="full", dataset="cgmnist"))
     assert committed >= 13 and f"36 runs: {committed} recorded, {36 - committed} to train" in out
     assert main(["sweep", "--plan", "--method", "joint", "--dry-run"]) == 2
     assert "leave out --method" in capsys.readouterr().err
