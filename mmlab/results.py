@@ -69,13 +69,14 @@ def warn_if_other_code(record: dict[str, Any]) -> None:
 def make_record(config: RunConfig, history: list[dict], splits: dict, provenance: dict,
                 checkpoint_path: Path | None = None) -> dict[str, Any]:
     last = history[-1]
-    final = {k: v for k, v in last.items() if k.startswith(("val/", "test/"))}
+    final = {k: v for k, v in last.items() if k.startswith(("val/", "test/", "test@"))}
     best = max(history, key=lambda h: h["val/acc"])
     return {
         "schema": SCHEMA_VERSION,
         "key": config.key,
         "label": config.label,
         "config": config.to_dict(),
+        "data_protocol": data_protocol(config.to_dict()),
         "final": {"epoch": last["epoch"], **final},
         "selection": "last epoch (fixed budget); best_val gives the epoch a validation split would pick",
         "best_val": {"epoch": best["epoch"], "val/acc": best["val/acc"], "test/acc": best["test/acc"]},
@@ -88,6 +89,22 @@ def make_record(config: RunConfig, history: list[dict], splits: dict, provenance
         "provenance": {**provenance, "profile": config.profile, "seed": config.seed},
         "_checkpoint": str(checkpoint_path) if checkpoint_path else None,
     }
+
+
+def data_protocol(config: dict[str, Any]) -> str | None:
+    """The data protocol a run's config (a record's ``config``) stands for: CG-MNIST's
+    ``"mmlab-1"``, ``"mmlab-1 with test_agreement=0.3"``; ``None`` for a dataset without
+    protocols. A record made before protocols had names (no ``protocol`` option) reads as
+    the protocol it was made under, :data:`~mmlab.data.cgmnist.LEGACY_PROTOCOL`."""
+    from .data.registry import get_dataset
+
+    return get_dataset(config["dataset"]).protocol(config.get("dataset_options") or {})
+
+
+def record_protocol(record: dict[str, Any]) -> str | None:
+    """The data protocol a record was made under: the one it names, else its config's
+    (:func:`data_protocol`: a record older than protocol names is ``"mmlab-1"``)."""
+    return record.get("data_protocol") or data_protocol(record["config"])
 
 
 def _validate(record: Any, path: Path) -> dict[str, Any]:

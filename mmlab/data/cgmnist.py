@@ -58,7 +58,15 @@ __all__ = [
     "CLASS_COLOURS",
     "COLOUR_NAMES",
     "CGMNISTConfig",
+    "LEGACY_PROTOCOL",
     "MultimodalSplit",
+    "PROTOCOLS",
+    "Protocol",
+    "describe_protocol",
+    "get_protocol",
+    "probe_split_name",
+    "protocol_settings",
+    "spread_palette",
     "describe",
     "make_cgmnist",
     "nearest_colour_class",
@@ -116,9 +124,40 @@ def _check_size(name: str, value: object, allow_none: bool) -> None:
         raise ValueError(f"{name} must not be negative, but it is {value}.")
 
 
+#: how a colour is put on a digit (``CGMNISTConfig.painting``)
+PAINTINGS: tuple[str, ...] = ("ink", "mask")
+#: how the image inputs are scaled before the encoders (``CGMNISTConfig.normalization``)
+NORMALIZATIONS: tuple[str, ...] = ("unit", "pmr")
+#: where the training images come from (``CGMNISTConfig.train_pool``)
+TRAIN_POOLS: tuple[str, ...] = ("held_out", "all")
+#: the agreement of a split whose colour class is drawn uniformly from all ten: 1 in 10
+INDEPENDENT_AGREEMENT = 0.1
+#: PMR's normalisation (its CGMNIST loader): MNIST's mean and std for gray, CIFAR-10's for colour
+PMR_NORMALIZATION: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
+    "gray": ((0.1307,), (0.3081,)),
+    "color": ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)),
+}
+
+
+def _check_unit_interval(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
+        raise ValueError(f"{name} must be a number in [0, 1], but it is {value!r}.")
+    if not (math.isfinite(value) and 0 <= value <= 1):
+        raise ValueError(f"{name} must lie in [0, 1], but it is {value}.")
+
+
+def _check_choice(name: str, value: object, valid: tuple[str, ...]) -> None:
+    if value not in valid:
+        raise ValueError(f"{name} must be one of {', '.join(repr(v) for v in valid)}, but it is {value!r}.")
+
+
 @dataclass(frozen=True)
 class CGMNISTConfig:
     """How to build CG-MNIST from MNIST.
+
+    The generator of the papers' data was never released, so what it did is unknown in several
+    ways; each unknown is a knob here (chapter 1 measures what each does). The defaults are the
+    book's first protocol, ``"mmlab-1"`` (:data:`PROTOCOLS`).
 
     Attributes:
         jitter_variance: Variance of the Gaussian noise added to each colour
@@ -132,6 +171,31 @@ class CGMNISTConfig:
             not tied to the label), so validation shows the shortcut failing;
             ``"train"`` colours it like the training set.
         seed: Seed of every random choice (split, subsets, colours).
+        test_agreement: The probability that a test digit (and a validation digit coloured like
+            the test set) is painted in its *own* class's colour; the others get the colour of
+            one of the nine other classes, at random. ``0.1`` (the default) draws the colour's
+            class uniformly from all ten, independently of the label, as Kim et al.'s unbiased
+            test set; MMPareto's appendix calls its test images "weakly color-correlated", which
+            is a value above 0.1. Only the test-like splits change: the training split, and so
+            a trained model, is the same for every value.
+        palette_spread: How far the ten class colours lie from their mean: each is
+            ``mean + palette_spread * (colour - mean)``. 1 (default) is :data:`CLASS_COLOURS`;
+            smaller values bring the colours closer, so that jitter confuses them more often;
+            0 gives every class the same colour (no shortcut at all).
+        painting: ``"ink"`` (default): pixel = colour x ink, the digit's gray levels kept;
+            ``"mask"``: the full colour wherever the ink is at least half, black elsewhere.
+        normalization: ``"unit"`` (default): pixels / 255; ``"pmr"``: then minus a per-channel
+            mean and over a standard deviation, as PMR's loader (:data:`PMR_NORMALIZATION`).
+            (The encoders begin with a BatchNorm on their input, which undoes most of it.)
+        train_pool: ``"held_out"`` (default): validation images are held out of MNIST's 60,000
+            training images and the rest train; ``"all"``: every one of the 60,000 trains, as
+            in PMR's loader, and the validation images are drawn from them (so validation sees
+            digits the model trained on, though coloured like the test set when
+            ``val_coloring="test"``).
+        probe_agreements: Extra test splits to evaluate, one per value, named
+            ``test@agreement=<value>``: the same test digits with ``test_agreement`` set to
+            that value. Since a trained model does not depend on ``test_agreement``, one
+            training run measures its whole effect.
     """
 
     jitter_variance: float = 0.03
@@ -140,6 +204,12 @@ class CGMNISTConfig:
     test_size: int | None = None
     val_coloring: str = "test"
     seed: int = 0
+    test_agreement: float = INDEPENDENT_AGREEMENT
+    palette_spread: float = 1.0
+    painting: str = "ink"
+    normalization: str = "unit"
+    train_pool: str = "held_out"
+    probe_agreements: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         v = self.jitter_variance
@@ -159,18 +229,122 @@ class CGMNISTConfig:
             )
         if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)):
             raise ValueError(f"seed must be an integer, but it is {self.seed!r}.")
+        _check_unit_interval("test_agreement", self.test_agreement)
+        _check_unit_interval("palette_spread", self.palette_spread)
+        _check_choice("painting", self.painting, PAINTINGS)
+        _check_choice("normalization", self.normalization, NORMALIZATIONS)
+        _check_choice("train_pool", self.train_pool, TRAIN_POOLS)
+        probes = self.probe_agreements
+        if isinstance(probes, (str, bytes)) or not isinstance(probes, Iterable):
+            raise ValueError(f"probe_agreements must be a list of numbers in [0, 1], but it is {probes!r}.")
+        probes = tuple(probes)
+        for value in probes:
+            _check_unit_interval("each of probe_agreements", value)
+        if len(set(probes)) < len(probes):
+            raise ValueError(f"probe_agreements must not repeat a value, but it is {list(probes)}.")
+        object.__setattr__(self, "probe_agreements", probes)
+
+    @property
+    def palette(self) -> torch.Tensor:
+        """The ten class colours this config paints with (``float32 [10, 3]``)."""
+        return spread_palette(self.palette_spread)
+
+
+def spread_palette(spread: float) -> torch.Tensor:
+    """:data:`CLASS_COLOURS` pulled towards their mean: ``mean + spread * (colour - mean)``
+    (``spread`` 1: the colours themselves, 0: ten times the mean colour)."""
+    if spread == 1:
+        return CLASS_COLOURS
+    mean = CLASS_COLOURS.mean(0, keepdim=True)
+    return mean + float(spread) * (CLASS_COLOURS - mean)
+
+
+def probe_split_name(agreement: float) -> str:
+    """The name of the extra test split coloured with ``test_agreement=agreement``."""
+    return f"test@agreement={float(agreement):g}"
+
+
+# --------------------------------------------------------------------------- #
+# Protocols: named settings of every knob
+# --------------------------------------------------------------------------- #
+#: the options of CGMNISTConfig that set what the data look like (a protocol gives each a value)
+PROTOCOL_KNOBS: tuple[str, ...] = (
+    "jitter_variance", "val_coloring", "test_agreement", "palette_spread", "painting",
+    "normalization", "train_pool",
+)
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """A named CG-MNIST protocol: a value for every knob (:data:`PROTOCOL_KNOBS`).
+
+    ``settings`` holds the values that differ from :class:`CGMNISTConfig`'s defaults (which are
+    ``"mmlab-1"``'s).
+    """
+
+    name: str
+    description: str
+    settings: Mapping[str, object] = field(default_factory=dict)
+
+    def values(self) -> dict[str, object]:
+        """Every knob's value under this protocol."""
+        defaults = CGMNISTConfig()
+        return {k: self.settings.get(k, getattr(defaults, k)) for k in PROTOCOL_KNOBS}
+
+
+#: the protocols, by name. A record names the protocol its data were made under
+#: (:func:`describe_protocol`); a record that names none was made under :data:`LEGACY_PROTOCOL`.
+PROTOCOLS: dict[str, Protocol] = {
+    "mmlab-1": Protocol(
+        "mmlab-1",
+        "the book's first protocol: ten maximally spread colours, jitter variance 0.03, painted on "
+        "the ink; test colours independent of the label (agreement 0.1); pixels / 255; 5,000 "
+        "validation images held out of MNIST's 60,000 training images, coloured like the test set",
+    ),
+}
+#: the protocol of every record made before protocols had names (the 36 CG-MNIST records of 2026-12)
+LEGACY_PROTOCOL = "mmlab-1"
+
+
+def get_protocol(name: str) -> Protocol:
+    """The protocol called ``name``; an unknown name lists the valid ones."""
+    from ..errors import UnknownNameError
+
+    try:
+        return PROTOCOLS[name]
+    except (KeyError, TypeError):
+        raise UnknownNameError("CG-MNIST protocol", name, PROTOCOLS) from None
+
+
+def protocol_settings(options: Mapping[str, object]) -> dict[str, object]:
+    """The knob values that dataset options (``protocol`` and knobs, ``None`` or absent: the
+    protocol's value) stand for: the protocol's values, with each knob given in its place."""
+    protocol = get_protocol(options.get("protocol") or LEGACY_PROTOCOL)
+    values = protocol.values()
+    values.update({k: v for k, v in options.items() if k in PROTOCOL_KNOBS and v is not None})
+    return values
+
+
+def describe_protocol(options: Mapping[str, object]) -> str:
+    """The protocol that dataset options stand for, as a record names it: ``"mmlab-1"``, or
+    ``"mmlab-1 with test_agreement=0.3"`` where a knob departs from the named protocol."""
+    name = options.get("protocol") or LEGACY_PROTOCOL
+    named = get_protocol(name).values()
+    changed = {k: v for k, v in protocol_settings(options).items() if v != named[k]}
+    return name + ("" if not changed else " with " + ", ".join(f"{k}={v}" for k, v in changed.items()))
 
 
 # --------------------------------------------------------------------------- #
 # Colour statistics
 # --------------------------------------------------------------------------- #
-def nearest_colour_class(colours: torch.Tensor) -> torch.Tensor:
+def nearest_colour_class(colours: torch.Tensor, palette: torch.Tensor | None = None) -> torch.Tensor:
     """For each colour ``[N, 3]``, the class whose mean colour is nearest (``int64 [N]``).
 
-    This is what a model that reads only the colour could at best guess.
+    This is what a model that reads only the colour could at best guess. ``palette``: the class
+    colours (default :data:`CLASS_COLOURS`).
     """
     col = torch.as_tensor(colours, dtype=torch.float32).reshape(-1, 3).numpy()
-    means = CLASS_COLOURS.numpy()
+    means = (CLASS_COLOURS if palette is None else torch.as_tensor(palette, dtype=torch.float32)).numpy()
     # Squared distances [N, 10], in NumPy (single-threaded, cheap at this size).
     dist = ((col[:, None, :] - means[None, :, :]) ** 2).sum(axis=2)
     return torch.from_numpy(dist.argmin(axis=1).astype(np.int64))
@@ -218,6 +392,10 @@ class MultimodalSplit:
         cramers_v: Cramér's V between the nearest-colour class and the label
             (0 = colour says nothing about the label, 1 = it determines it).
             Computed, not passed.
+        palette: The ten class colours the split was painted with (``float32 [10, 3]``;
+            ``None``: :data:`CLASS_COLOURS`); the colour statistics measure against it.
+        normalization: Per modality, the ``(mean, std)`` per channel that the batches subtract
+            from and divide the ``[0, 1]`` pixels by; ``None`` or a missing modality: none.
     """
 
     name: str
@@ -225,6 +403,8 @@ class MultimodalSplit:
     labels: torch.Tensor
     colours: torch.Tensor
     indices: torch.Tensor | None = None
+    palette: torch.Tensor | None = None
+    normalization: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] | None = None
     colour_label_agreement: float = field(init=False)
     cramers_v: float = field(init=False)
 
@@ -246,7 +426,7 @@ class MultimodalSplit:
         if self.indices is not None and tuple(self.indices.shape) != (n,):
             shape = tuple(self.indices.shape)
             raise ValueError(f"indices must have shape ({n},), but have {shape}.")
-        nearest = nearest_colour_class(self.colours)
+        nearest = nearest_colour_class(self.colours, self.palette)
         self.colour_label_agreement = (
             (nearest == self.labels).double().mean().item() if n else float("nan")
         )
@@ -276,6 +456,8 @@ class MultimodalSplit:
             labels=self.labels[idx],
             colours=self.colours[idx],
             indices=None if self.indices is None else self.indices[idx],
+            palette=self.palette,
+            normalization=self.normalization,
         )
 
     def __repr__(self) -> str:
@@ -290,19 +472,22 @@ class MultimodalSplit:
 # --------------------------------------------------------------------------- #
 # Building CG-MNIST
 # --------------------------------------------------------------------------- #
-def paint(images: torch.Tensor, colours: torch.Tensor) -> torch.Tensor:
+def paint(images: torch.Tensor, colours: torch.Tensor, rule: str = "ink") -> torch.Tensor:
     """Paint gray digits in colours: ``out[n, c] = round(colours[n, c] * images[n])``.
 
     (Rounded half up; no Python loop over samples.)
 
     With ink = ``image / 255`` this is ``255 * colour * ink``: where the
     digit's ink is full the pixel takes the full colour, where there is no ink
-    (the black background) it stays 0.
+    (the black background) it stays 0. With ``rule="mask"`` the ink is first made
+    all or nothing (255 where the gray level is at least 128, else 0): the digit is
+    one flat colour.
 
     Args:
         images: ``uint8 [N, 28, 28]`` (any ``H, W``) gray images.
         colours: ``[N, 3]`` RGB colours in ``[0, 1]``, one per image (or ``[3]``
             for one colour for all).
+        rule: ``"ink"`` or ``"mask"`` (:data:`PAINTINGS`).
 
     Returns:
         ``uint8 [N, 3, H, W]`` colour images.
@@ -311,6 +496,7 @@ def paint(images: torch.Tensor, colours: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"images must have shape [N, H, W], but have {tuple(images.shape)}.")
     if images.dtype != torch.uint8:
         raise ValueError(f"images must be uint8 (0..255), but are {images.dtype}.")
+    _check_choice("rule", rule, PAINTINGS)
     n, h, w = images.shape
     colours = torch.as_tensor(colours, dtype=torch.float32)
     if colours.shape == (3,):
@@ -334,6 +520,8 @@ def paint(images: torch.Tensor, colours: torch.Tensor) -> torch.Tensor:
         stop = min(start + block, n)
         ink = ink_buf[: stop - start]
         ink[:, 0] = src[start:stop]  # 0..255 as float
+        if rule == "mask":
+            np.multiply(ink >= 128, 255.0, out=ink)
         painted = out_buf[: stop - start]
         np.multiply(ink, col[start:stop, :, None, None], out=painted)  # 0..255
         # Round half up: add 0.5, then the cast to uint8 truncates (values are
@@ -344,19 +532,51 @@ def paint(images: torch.Tensor, colours: torch.Tensor) -> torch.Tensor:
 
 
 def _draw_colours(
-    labels: torch.Tensor, tied_to_label: bool, std: float, generator: torch.Generator
-) -> torch.Tensor:
-    """Colour per sample: a class mean colour plus Gaussian jitter, clipped to [0, 1].
+    labels: torch.Tensor,
+    agreements: Sequence[float] | None,
+    std: float,
+    generator: torch.Generator,
+    palette: torch.Tensor = CLASS_COLOURS,
+    coin_seed: int = 0,
+) -> list[torch.Tensor]:
+    """Colours per sample: a class's mean colour plus Gaussian jitter, clipped to [0, 1].
 
-    The class is the sample's label if ``tied_to_label``, else uniform at random.
+    ``agreements`` ``None`` (the training split): the class is the sample's label. Otherwise one
+    colouring per value of ``test_agreement``: the class is the label with that probability,
+    another class otherwise. Every colouring shares the jitter and the draws
+    (:func:`_colour_classes`), so they differ only in which digits keep their own colour.
     """
     n = labels.shape[0]
-    if tied_to_label:
-        classes = labels
-    else:
-        classes = torch.randint(0, NUM_CLASSES, (n,), generator=generator)
+    if agreements is None:
+        jitter = torch.randn((n, 3), generator=generator) * std
+        return [(palette[labels] + jitter).clamp_(0.0, 1.0)]
+    chance = torch.randint(0, NUM_CLASSES, (n,), generator=generator)  # uniform over all ten
     jitter = torch.randn((n, 3), generator=generator) * std
-    return (CLASS_COLOURS[classes] + jitter).clamp_(0.0, 1.0)
+    # drawn apart from `generator`, so that the draws above (and every later split's) are the same
+    # whatever the agreement
+    coins = torch.Generator().manual_seed(coin_seed)
+    coin = torch.rand(n, generator=coins)
+    other = (labels + 1 + torch.randint(0, NUM_CLASSES - 1, (n,), generator=coins)) % NUM_CLASSES
+    return [(palette[_colour_classes(labels, a, chance, coin, other)] + jitter).clamp_(0.0, 1.0)
+            for a in agreements]
+
+
+def _colour_classes(labels: torch.Tensor, agreement: float, chance: torch.Tensor, coin: torch.Tensor,
+                    other: torch.Tensor) -> torch.Tensor:
+    """Whose class colour each test-like digit gets, so that it is the digit's own with probability
+    ``agreement``.
+
+    ``chance`` is uniform over all ten classes (own with probability 0.1), ``coin`` uniform in
+    ``[0, 1)``, ``other`` uniform over the nine other classes. Above 0.1 a digit takes its own
+    class when its coin falls below ``(agreement - 0.1) / 0.9``, else ``chance``; below 0.1 a
+    ``chance`` that hit the label is kept with probability ``agreement / 0.1`` and replaced by
+    ``other`` otherwise. At exactly 0.1 the colouring is ``chance`` itself.
+    """
+    if agreement >= INDEPENDENT_AGREEMENT:
+        own = coin < (agreement - INDEPENDENT_AGREEMENT) / (1 - INDEPENDENT_AGREEMENT)
+        return torch.where(own, labels, chance)
+    lose_own = (chance == labels) & (coin >= agreement / INDEPENDENT_AGREEMENT)
+    return torch.where(lose_own, other, chance)
 
 
 def _sorted_indices(indices: torch.Tensor, n: int) -> torch.Tensor:
@@ -367,24 +587,36 @@ def _sorted_indices(indices: torch.Tensor, n: int) -> torch.Tensor:
 
 
 def _build_split(
-    name: str,
+    names: Sequence[str],
     images: torch.Tensor,
     labels: torch.Tensor,
     indices: torch.Tensor,
-    tied_to_label: bool,
+    agreements: Sequence[float] | None,
     std: float,
     generator: torch.Generator,
-) -> MultimodalSplit:
+    config: CGMNISTConfig,
+    coin_seed: int = 0,
+) -> list[MultimodalSplit]:
+    """The split called ``names[0]`` (and, for a test-like split, the same digits coloured with each
+    further agreement, called ``names[1:]``): gray = the MNIST digits, colour = the same digits
+    painted (``agreements`` ``None``: the training split's colours)."""
     gray = images[indices]
     y = labels[indices].to(torch.int64)
-    colours = _draw_colours(y, tied_to_label, std, generator)
-    return MultimodalSplit(
-        name=name,
-        inputs={"gray": gray.unsqueeze(1), "color": paint(gray, colours)},
-        labels=y,
-        colours=colours,
-        indices=indices,
-    )
+    palette = config.palette
+    normalization = PMR_NORMALIZATION if config.normalization == "pmr" else None
+    colourings = _draw_colours(y, agreements, std, generator, palette, coin_seed)
+    return [
+        MultimodalSplit(
+            name=name,
+            inputs={"gray": gray.unsqueeze(1), "color": paint(gray, colours, config.painting)},
+            labels=y,
+            colours=colours,
+            indices=indices,
+            palette=None if config.palette_spread == 1 else palette,
+            normalization=normalization,
+        )
+        for name, colours in zip(names, colourings)
+    ]
 
 
 def make_cgmnist(
@@ -392,17 +624,23 @@ def make_cgmnist(
 ) -> dict[str, MultimodalSplit]:
     """Build the CG-MNIST train, validation and test splits from MNIST.
 
-    * ``"val"``: ``config.val_size`` images held out at random from the 60,000
-      MNIST training images; coloured like the test set (default) or like the
-      training set (``val_coloring="train"``).
+    * ``"val"``: ``config.val_size`` images drawn at random from the 60,000
+      MNIST training images (held out of training unless ``train_pool="all"``);
+      coloured like the test set (default) or like the training set
+      (``val_coloring="train"``).
     * ``"train"``: the remaining training images (or a random
       ``config.train_size`` of them), colour = mean colour of the label's
       class + jitter.
     * ``"test"``: the MNIST test images (or a random ``config.test_size`` of
-      them), colour = mean colour of a random class + jitter.
+      them), colour = mean colour of the label's class with probability
+      ``config.test_agreement``, of another class otherwise, + jitter.
+    * ``"test@agreement=<a>"``, one per value of ``config.probe_agreements``: the same
+      test digits, jitter and draws, with ``test_agreement = a``.
 
     Every random choice comes from one ``torch.Generator`` seeded with
-    ``config.seed``: the same config gives bit-identical tensors.
+    ``config.seed`` (and, for which test-like digits keep their own colour, one
+    more per split seeded from it): the same config gives bit-identical tensors,
+    and configs that differ in ``test_agreement`` only give the same training split.
 
     Raises:
         ValueError: If the sizes ask for more images than MNIST has.
@@ -412,15 +650,16 @@ def make_cgmnist(
     if config.val_size > n_pool:
         raise ValueError(
             f"val_size={config.val_size} is larger than the MNIST training set "
-            f"({n_pool} images) it is held out from."
+            f"({n_pool} images) it is drawn from."
         )
-    available = n_pool - config.val_size
+    available = n_pool if config.train_pool == "all" else n_pool - config.val_size
     if config.train_size is not None and config.train_size > available:
+        held = ("" if config.train_pool == "all" else
+                f" after holding out val_size={config.val_size} of them for validation")
         raise ValueError(
-            f"train_size={config.train_size} is too large: after holding out "
-            f"val_size={config.val_size} of the {n_pool} MNIST training images for "
-            f"validation, {available} are left. Use train_size <= {available} "
-            "or a smaller val_size."
+            f"train_size={config.train_size} is too large: of the {n_pool} MNIST training "
+            f"images, {available} are left{held}. Use train_size <= {available}"
+            + ("." if config.train_pool == "all" else ", a smaller val_size, or train_pool='all'.")
         )
     if config.test_size is not None and config.test_size > n_test_pool:
         raise ValueError(
@@ -434,6 +673,8 @@ def make_cgmnist(
     perm = torch.randperm(n_pool, generator=generator)
     val_idx = _sorted_indices(perm[: config.val_size], n_pool)
     rest = perm[config.val_size :]
+    if config.train_pool == "all":  # every image trains; a shorter training split prefers the others
+        rest = torch.cat([rest, perm[: config.val_size]])
     if config.train_size is not None:
         rest = rest[: config.train_size]
     train_idx = _sorted_indices(rest, n_pool)
@@ -443,22 +684,36 @@ def make_cgmnist(
         chosen = torch.randperm(n_test_pool, generator=generator)[: config.test_size]
         test_idx = _sorted_indices(chosen, n_test_pool)
 
-    train = _build_split(
-        "train", mnist.train_images, mnist.train_labels, train_idx, True, std, generator
+    def coin_seed(split: int) -> int:  # the seed of a test-like split's own draws (_draw_colours)
+        return int(config.seed) * 1_000_003 + 104_729 * split
+
+    (train,) = _build_split(
+        ["train"], mnist.train_images, mnist.train_labels, train_idx, None, std, generator, config
     )
-    val = _build_split(
-        "val",
+    (val,) = _build_split(
+        ["val"],
         mnist.train_images,
         mnist.train_labels,
         val_idx,
-        config.val_coloring == "train",
+        None if config.val_coloring == "train" else [config.test_agreement],
         std,
         generator,
+        config,
+        coin_seed(1),
     )
-    test = _build_split(
-        "test", mnist.test_images, mnist.test_labels, test_idx, False, std, generator
+    probes = config.probe_agreements
+    test, *probe_splits = _build_split(
+        ["test", *(probe_split_name(a) for a in probes)],
+        mnist.test_images,
+        mnist.test_labels,
+        test_idx,
+        [config.test_agreement, *probes],
+        std,
+        generator,
+        config,
+        coin_seed(2),
     )
-    return {"train": train, "val": val, "test": test}
+    return {"train": train, "val": val, "test": test, **{s.name: s for s in probe_splits}}
 
 
 def describe(splits: Mapping[str, MultimodalSplit] | Iterable[MultimodalSplit]) -> pd.DataFrame:

@@ -34,6 +34,9 @@ class DatasetSpec:
     check_options: Callable[[dict[str, Any]], None] | None = None
     # what the prose and the captions call it ("Colored-and-gray MNIST"); the id when left empty
     title: str = ""
+    # the name of the protocol that (validated) options make the data under, which every record
+    # keeps (``describe_protocol(options) -> str``; CG-MNIST's ``"mmlab-1"``); None: the dataset has none
+    describe_protocol: Callable[[dict[str, Any]], str] | None = None
 
     def __post_init__(self):
         if not self.title:
@@ -56,6 +59,12 @@ class DatasetSpec:
             self.check_options(merged)
         return merged
 
+    def protocol(self, options: Mapping[str, Any] | None = None) -> str | None:
+        """The protocol these options make the data under (``None`` where the dataset names none)."""
+        if self.describe_protocol is None:
+            return None
+        return self.describe_protocol(self.validate_options(options or {}))
+
     def load_splits(
         self,
         *,
@@ -74,21 +83,30 @@ class DatasetSpec:
         )
 
 
-def _build_cgmnist(*, train_size, val_size, test_size, data_seed, root, jitter_variance, val_coloring):
-    from .cgmnist import CGMNISTConfig, make_cgmnist
+def _cgmnist_config(options, **sizes):
+    from .cgmnist import CGMNISTConfig, protocol_settings
+
+    probes = options.get("probe_agreements") or ()
+    return CGMNISTConfig(**protocol_settings(options), probe_agreements=probes, **sizes)
+
+
+def _build_cgmnist(*, train_size, val_size, test_size, data_seed, root, **options):
+    from .cgmnist import make_cgmnist
     from .mnist import load_mnist
 
-    config = CGMNISTConfig(
-        jitter_variance=jitter_variance, train_size=train_size, val_size=val_size,
-        test_size=test_size, val_coloring=val_coloring, seed=data_seed,
-    )
+    config = _cgmnist_config(options, train_size=train_size, val_size=val_size, test_size=test_size,
+                             seed=data_seed)
     return make_cgmnist(load_mnist(root), config)
 
 
 def _check_cgmnist(options):
-    from .cgmnist import CGMNISTConfig
+    _cgmnist_config(options)  # an unknown protocol, or CGMNISTConfig's __post_init__, names a bad value
 
-    CGMNISTConfig(**options)  # its __post_init__ names a bad value
+
+def _describe_cgmnist(options):
+    from .cgmnist import describe_protocol
+
+    return describe_protocol(options)
 
 
 def _check_avdigits(options):
@@ -144,9 +162,14 @@ DATASETS: dict[str, DatasetSpec] = {
         "(colour shortcut in training only)",
         modalities={"gray": 1, "color": 3},
         num_classes=10,
-        default_options={"jitter_variance": 0.03, "val_coloring": "test"},
+        # a protocol sets every knob (mmlab.data.cgmnist.PROTOCOLS); a knob given here replaces its
+        # value (None: the protocol's); probe_agreements adds test splits, one per agreement
+        default_options={"protocol": "mmlab-1", "jitter_variance": None, "val_coloring": None,
+                         "test_agreement": None, "palette_spread": None, "painting": None,
+                         "normalization": None, "train_pool": None, "probe_agreements": []},
         builder=_build_cgmnist,
         check_options=_check_cgmnist,
+        describe_protocol=_describe_cgmnist,
         channels_last=True,
     ),
     "cremad": DatasetSpec(

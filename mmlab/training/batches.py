@@ -29,6 +29,11 @@ class ResidentBatches:
         self.batch_size, self.device, self.shuffle, self.seed = batch_size, device, shuffle, seed
         self.transform = transform
         self.num_samples = len(self.labels)
+        # a split may ask for its [0, 1] pixels to be standardised per channel (CG-MNIST's
+        # normalization="pmr"): (x - mean) / std, as [1, C, 1, 1] tensors on the device
+        self.normalization = {
+            m: tuple(torch.tensor(v, dtype=torch.float32, device=device).reshape(1, -1, 1, 1) for v in stats)
+            for m, stats in (getattr(split, "normalization", None) or {}).items() if m in self.modalities}
 
     def reseeded(self, seed: int) -> "ResidentBatches":
         """The same batches (the same tensors on the device, not a copy) in the order of ``seed``."""
@@ -63,6 +68,8 @@ class ResidentBatches:
             if len(idx) < 2:
                 break
             inputs = {m: _as_float(x.index_select(0, idx)) for m, x in self.inputs.items()}
+            for m, (mean, std) in self.normalization.items():
+                inputs[m] = inputs[m].sub_(mean).div_(std)
             if self.transform is not None:
                 inputs = self.transform(inputs, generator)
             yield inputs, self.labels.index_select(0, idx)

@@ -293,8 +293,10 @@ def _train_runs(configs: list[RunConfig], methods: list[Method] | None, *, devic
     train_batches = ResidentBatches(splits["train"], modalities, first.batch_size, device,
                                     shuffle=True, seed=first.seed,
                                     transform=spec.batch_transform(first.dataset_options))
+    # val, test, and any further test-like splits the dataset adds (CG-MNIST's test@agreement=...)
+    evaluated = ["val", "test", *(s for s in splits if s.startswith("test@"))]
     eval_batches = {s: ResidentBatches(splits[s], modalities, eval_batch_size(device), device)
-                    for s in ("val", "test")}
+                    for s in evaluated}
     checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else default_checkpoint_dir()
     runs = [_prepare_run(config, method, spec, modalities, device, train_batches.reseeded(config.seed),
                          checkpoint_dir)
@@ -315,7 +317,7 @@ def _train_runs(configs: list[RunConfig], methods: list[Method] | None, *, devic
     def run_eval(run: _Run, split: str) -> dict[str, float]:
         if split not in eval_batches:
             if split != "train":
-                raise UnknownNameError("split", split, ["train", "val", "test"])
+                raise UnknownNameError("split", split, ["train", *evaluated])
             # the training samples in their order, without augmentation, and no extra copy of them
             eval_batches["train"] = train_batches.for_evaluation(eval_batch_size(device))
         return evaluate(run.model, eval_batches[split], spec.num_classes, split)
@@ -381,8 +383,8 @@ def _train_runs(configs: list[RunConfig], methods: list[Method] | None, *, devic
             metrics: dict[str, Any] = {"epoch": epoch + 1, "step": run.state.step,
                                        "train/acc": float(run.correct) / max(run.seen, 1), **epoch_log,
                                        "time/train_s": train_seconds}
-            metrics.update(run_eval(run, "val"))
-            metrics.update(run_eval(run, "test"))
+            for split in evaluated:
+                metrics.update(run_eval(run, split))
             if measure:
                 metrics.update(imbalance_metrics(run.model, probes))
             metrics.update(run.method.on_epoch_end(run.state, lambda split, run=run: run_eval(run, split)) or {})
