@@ -81,10 +81,21 @@ def straight_and_resumed(config, tmp_path, method_factory=None):
     return straight, resumed
 
 
-@pytest.fixture
-def shared_data() -> Path:
-    """The development data folder (../shared/data), or MMLAB_DATA where that is set."""
-    return Path(os.environ.get("MMLAB_DATA", SHARED_DATA))
+@pytest.fixture(scope="session")
+def real_data(tmp_path_factory) -> Path:
+    """A data folder laid out as mmlab reads one (``mnist/`` with the four ``.gz`` files, and
+    ``fsdd/recordings/`` where the recordings were found), linked to the real data wherever the
+    library finds it (:mod:`data_sources`); the test is skipped, saying where MNIST was looked
+    for, when it is not at hand."""
+    from data_sources import real_fsdd_dir, real_mnist_gz_dir, require_real_mnist
+
+    require_real_mnist()
+    folder = tmp_path_factory.mktemp("real-data")
+    (folder / "mnist").symlink_to(real_mnist_gz_dir())
+    if real_fsdd_dir() is not None:
+        (folder / "fsdd").mkdir()
+        (folder / "fsdd" / "recordings").symlink_to(real_fsdd_dir())
+    return folder
 
 
 #: seconds nbval waits for a chapter cell's next output once the cell has finished (``make test`` runs the chapters

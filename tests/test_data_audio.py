@@ -85,10 +85,12 @@ def test_bad_files_get_an_error_naming_them(tmp_path):
         read_wav(tmp_path / "empty.wav")
 
 
-def test_real_spoken_digit_if_available(shared_data):
-    path = shared_data / "fsdd" / "recordings" / "0_george_0.wav"
-    if not path.exists():
-        pytest.skip("FSDD not at hand")
+def test_real_spoken_digit_if_available():
+    from data_sources import FSDD_SKIP_REASON, real_fsdd_dir
+
+    if real_fsdd_dir() is None:
+        pytest.skip(FSDD_SKIP_REASON)
+    path = real_fsdd_dir() / "0_george_0.wav"
     spec = wav_log_spectrogram(path, target_rate=8_000, seconds=1.0, n_fft=256, hop_length=128)
     assert spec.shape == (129, 1 + 8_000 // 128)
     assert np.isfinite(spec).all() and spec.max() > -5

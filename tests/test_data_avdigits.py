@@ -1,7 +1,7 @@
 """Tests of mmlab.data.avdigits: MNIST images paired with FSDD spoken digits.
 
 Errors and properties are checked on tiny FSDD folders written here; the construction itself on
-the real MNIST and FSDD in ``<project>/../shared/data`` (or ``$MMLAB_DATA``), skipped where they
+the real MNIST and FSDD, found as the library finds them (tests/data_sources.py), skipped where they
 are absent. Every test caches its spectrograms under a temporary ``$MMLAB_CACHE``.
 """
 
@@ -26,8 +26,8 @@ from mmlab.data.avdigits import (
 )
 from mmlab.data.mnist import MNIST, load_mnist
 from mmlab.data.registry import get_dataset
+from data_sources import FSDD_SKIP_REASON
 
-DATA = Path(os.environ.get("MMLAB_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
 RATE = 8000
 
 
@@ -379,24 +379,24 @@ def test_too_large_sizes_and_bad_knobs_are_refused(fake):
 # The real data
 # --------------------------------------------------------------------------- #
 @pytest.fixture(scope="module")
-def real(tmp_path_factory):
-    if not (DATA / "fsdd" / "recordings" / "0_george_0.wav").is_file() or not (DATA / "mnist").is_dir():
-        pytest.skip(f"the real FSDD and MNIST are not in {DATA} (set MMLAB_DATA)")
+def real(tmp_path_factory, real_data):
+    if not (real_data / "fsdd").exists():
+        pytest.skip(FSDD_SKIP_REASON)
     cache = tmp_path_factory.mktemp("real_cache")
-    recordings = list_recordings(find_fsdd_dir(DATA))
+    recordings = list_recordings(find_fsdd_dir(real_data))
     spectrogram_bank(recordings, cache_dir=cache, progress=False)
-    return load_mnist(DATA, download=False), recordings, cache
+    return load_mnist(real_data, download=False), recordings, cache, real_data
 
 
 def build(real, **config):
-    mnist, recordings, cache = real
+    mnist, recordings, cache, _ = real
     defaults = dict(train_size=1000, val_size=300, test_size=400, seed=0)
     config = AVDigitsConfig(**{**defaults, **config})
     return make_avdigits(mnist, recordings, config, cache_dir=cache, progress=False)
 
 
 def test_real_fsdd_has_the_official_layout(real):
-    _, recordings, _ = real
+    _, recordings, _, _ = real
     assert len(recordings) == 3000
     speakers = {"george", "jackson", "lucas", "nicolas", "theo", "yweweler"}
     assert {r.speaker for r in recordings} == speakers
@@ -405,7 +405,7 @@ def test_real_fsdd_has_the_official_layout(real):
 
 
 def test_real_splits_pair_same_class_recordings_of_their_split(real):
-    mnist, recordings, cache = real
+    mnist, recordings, cache, _ = real
     splits = build(real)
     bank = spectrogram_bank(recordings, cache_dir=cache, progress=False)
     for name, split in splits.items():
@@ -467,7 +467,7 @@ def test_registry_entry_builds_small_splits(real, monkeypatch):
     assert spec.modalities == {"image": 1, "audio": 1} and spec.num_classes == 10
     assert set(spec.default_options) == {"image_noise", "image_pca_energy_removed", "audio_noise"}
     splits = spec.load_splits(train_size=64, val_size=32, test_size=48, data_seed=5,
-                              options={"image_pca_energy_removed": 0.0}, root=str(DATA))
+                              options={"image_pca_energy_removed": 0.0}, root=str(real[3]))
     assert [len(splits[s]) for s in ("train", "val", "test")] == [64, 32, 48]
     with pytest.raises(ValueError, match="avdigits option"):
         spec.load_splits(train_size=8, val_size=8, test_size=8, options={"audio_snr": 3})

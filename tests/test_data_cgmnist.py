@@ -1,7 +1,7 @@
 """Tests of mmlab.data.cgmnist: the Colored-and-gray MNIST construction.
 
-Built from the real MNIST at ``<project>/../shared/data/mnist`` (or
-``$MMLAB_TEST_MNIST_DIR``); the tests that need it are skipped where it is absent.
+Built from the real MNIST, found as the library finds it (``tests/data_sources.py``); the tests
+that need it are skipped, saying where it was looked for, where it is absent.
 """
 
 from __future__ import annotations
@@ -29,21 +29,14 @@ from mmlab.data import (
     nearest_colour_class,
     paint,
 )
+from data_sources import require_real_mnist
 
-REAL_MNIST = Path(
-    os.environ.get(
-        "MMLAB_TEST_MNIST_DIR",
-        Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist",
-    )
-)
 SMALL = CGMNISTConfig(train_size=3000, val_size=1000, test_size=2000, seed=7)
 
 
 @pytest.fixture(scope="module")
 def mnist() -> MNIST:
-    if not (REAL_MNIST / "train-images-idx3-ubyte.gz").is_file():
-        pytest.skip(f"the real MNIST files are not at {REAL_MNIST} (set MMLAB_TEST_MNIST_DIR)")
-    return load_mnist(root=REAL_MNIST, download=False)
+    return load_mnist(root=require_real_mnist(), download=False)
 
 
 @pytest.fixture(scope="module")

@@ -1,8 +1,9 @@
 """Tests of mmlab.data.mnist: finding, downloading, verifying and reading MNIST.
 
-The real MNIST files are expected at ``<project>/../shared/data/mnist`` (or at
-``$MMLAB_TEST_MNIST_DIR``).  Tests that need them are skipped, with a reason,
-where they are absent; everything else uses tiny IDX files made on the fly.
+The real MNIST files are found as the library finds them (``tests/data_sources.py``:
+``$MMLAB_TEST_MNIST_DIR``, ``$MMLAB_DATA``, ``../shared/data``, the cache).  Tests that need them
+are skipped, saying where they were looked for, where they are absent; everything else uses tiny
+IDX files made on the fly.
 """
 
 from __future__ import annotations
@@ -31,17 +32,11 @@ from mmlab.data import (
     read_idx,
 )
 from mmlab.data.mnist import MNIST_FILES, find_mnist_dir
+from data_sources import needs_real_mnist, real_mnist_dir, real_mnist_gz_dir
 
-REAL_MNIST = Path(
-    os.environ.get(
-        "MMLAB_TEST_MNIST_DIR",
-        Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist",
-    )
-)
-needs_real = pytest.mark.skipif(
-    not (REAL_MNIST / "train-images-idx3-ubyte.gz").is_file(),
-    reason=f"the real MNIST files are not at {REAL_MNIST} (set MMLAB_TEST_MNIST_DIR)",
-)
+# the four files as name.gz (what a mirror serves), linked to wherever the real ones were found
+REAL_MNIST = real_mnist_gz_dir() or Path("/the-real-MNIST-was-not-found")
+needs_real = needs_real_mnist
 LABELS = "train-labels-idx1-ubyte"  # the smallest training file, handy to tamper with
 
 
@@ -108,8 +103,11 @@ def check_real_mnist(m: MNIST) -> None:
 # --------------------------------------------------------------------------- #
 @needs_real
 def test_sha256_table_equals_the_published_sums() -> None:
+    listing = real_mnist_dir() / "SHA256SUMS.raw"  # the development data's own list of sums
+    if not listing.is_file():
+        pytest.skip(f"{listing} is not there (only the development data folder has it)")
     sums = {}
-    for line in (REAL_MNIST / "SHA256SUMS.raw").read_text().splitlines():
+    for line in listing.read_text().splitlines():
         digest, name = line.split()
         sums[name] = digest
     assert MNIST_SHA256 == sums
@@ -130,14 +128,16 @@ def test_load_real_mnist_from_root_argument() -> None:
 
 @needs_real
 def test_load_real_mnist_from_env_var_directly_and_in_mnist_subfolder(
-    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("MMLAB_DATA", str(REAL_MNIST))
     check_real_mnist(load_mnist(download=False))
-    monkeypatch.setenv("MMLAB_DATA", str(REAL_MNIST.parent))  # holds mnist/
+    data = tmp_path / "data"
+    link_real(data / "mnist")
+    monkeypatch.setenv("MMLAB_DATA", str(data))  # holds mnist/
     m = load_mnist(download=False)
     check_real_mnist(m)
-    assert Path(m.source) == REAL_MNIST.parent / "mnist"
+    assert Path(m.source) == data / "mnist"
 
 
 @needs_real
@@ -152,8 +152,23 @@ def test_root_comes_before_env_and_raw_files_are_accepted(
     assert m.source == str(root)
     check_real_mnist(m)
     assert find_mnist_dir(root) == root
-    with pytest.warns(UserWarning, match="nowhere .root argument. does not exist"):
-        assert find_mnist_dir(tmp_path / "nowhere") == REAL_MNIST  # falls back to MMLAB_DATA, and says so
+
+
+@pytest.mark.parametrize("call", [load_mnist, find_mnist_dir])
+def test_a_named_root_that_does_not_exist_is_an_error_not_a_fallback(call, tmp_path, monkeypatch) -> None:
+    """A folder the caller typed (``root=``, ``--data``) that is not there: said, with how data is found,
+    even where a later source holds the data (no test data needed: a later source is never looked at)."""
+    elsewhere = tmp_path / "env"
+    elsewhere.mkdir()
+    monkeypatch.setenv("MMLAB_DATA", str(elsewhere))
+    with pytest.raises(DataNotFoundError) as info:
+        call(tmp_path / "nowhere")
+    message = str(info.value)
+    assert f"{tmp_path / 'nowhere'} (given as --data, or root= in Python) does not exist" in message
+    assert "MMLAB_DATA" in message and "How to fix this" in message
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(DataNotFoundError, match="a-file .given as --data, or root= in Python. is a file"):
+        call(tmp_path / "a-file")
 
 
 @needs_real
@@ -310,6 +325,7 @@ def test_nothing_anywhere_without_download_lists_all_folders(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     root, env, cache = tmp_path / "root", tmp_path / "env", tmp_path / "cache"
+    root.mkdir()  # there, but empty (a root that does not exist is an error of its own)
     env.mkdir()
     write(env / "mnist" / f"{LABELS}.gz", b"partial folder", gz=False)
     monkeypatch.setenv("MMLAB_DATA", str(env))
@@ -386,7 +402,8 @@ def test_corrupt_file_in_cache_is_not_replaced_silently(tmp_path: Path) -> None:
         load_mnist(download=True, cache_dir=cache, mirrors=[REAL_MNIST.as_uri()], verbose=False)
 
 
-def test_a_named_folder_that_does_not_exist_is_said_when_another_one_is_used(tmp_path, monkeypatch):
+@needs_real
+def test_a_mistyped_mmlab_data_is_said_when_another_folder_is_used(tmp_path, monkeypatch):
     from mmlab.data.mnist import _search
 
     cache = tmp_path / "cache"

@@ -13,7 +13,7 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 
 
-def _tree(tmp_path: Path, shared_data: Path) -> Path:
+def _tree(tmp_path: Path, real_data: Path) -> Path:
     """A copy of what the script needs, as `remote_sweep.sh prepare` leaves it (.remote/ with the data)."""
     tree = tmp_path / "tree"
     (tree / "scripts").mkdir(parents=True)
@@ -21,7 +21,7 @@ def _tree(tmp_path: Path, shared_data: Path) -> Path:
         shutil.copy(REPO / "scripts" / name, tree / "scripts")
     (tree / "mmlab").symlink_to(REPO / "mmlab")
     (tree / ".remote" / "data").mkdir(parents=True)
-    (tree / ".remote" / "data" / "mnist").symlink_to(shared_data / "mnist")
+    (tree / ".remote" / "data" / "mnist").symlink_to(real_data / "mnist")
     (tree / ".remote" / "commit").write_text("0123456789abcdef\n")
     (tree / ".remote" / "dirty").write_text("0\n")
     return tree
@@ -35,8 +35,8 @@ def _run(tree: Path, out: Path, *args: str, **env: str):
 
 
 @pytest.mark.skipif(shutil.which("timeout") is None, reason="needs coreutils' timeout")
-def test_the_session_checks_the_captured_step_first(tmp_path, shared_data):
-    tree = _tree(tmp_path, shared_data)
+def test_the_session_checks_the_captured_step_first(tmp_path, real_data):
+    tree = _tree(tmp_path, real_data)
     rc, out = _run(tree, tmp_path / "out", "0", "0", CHECK_OPTIONS="--methods uniform --stack 1")
     assert rc == 0, out
     assert "emulated check passed (no GPU: the sweep trains eagerly)" in out and "SWEEP_LIMIT 0" in out
@@ -46,8 +46,8 @@ def test_the_session_checks_the_captured_step_first(tmp_path, shared_data):
 
 
 @pytest.mark.skipif(shutil.which("timeout") is None, reason="needs coreutils' timeout")
-def test_a_failed_check_is_said_and_the_session_goes_on_eagerly(tmp_path, shared_data):
-    tree = _tree(tmp_path, shared_data)
+def test_a_failed_check_is_said_and_the_session_goes_on_eagerly(tmp_path, real_data):
+    tree = _tree(tmp_path, real_data)
     rc, out = _run(tree, tmp_path / "out", "0", "0", CHECK_OPTIONS="--methods no_such_method --stack 1")
     assert rc == 0, out
     assert "CUDA-graph check failed or stopped" in out and "SWEEP_LIMIT 0" in out

@@ -23,7 +23,7 @@ def _sh(args, cwd, **env):
 
 
 @pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
-def test_prepare_run_collect(tmp_path, shared_data):
+def test_prepare_run_collect(tmp_path, real_data):
     tree = tmp_path / "tree"
     (tree / "scripts").mkdir(parents=True)
     shutil.copy(REPO / "scripts" / "remote_sweep.sh", tree / "scripts")
@@ -32,11 +32,11 @@ def test_prepare_run_collect(tmp_path, shared_data):
         subprocess.run(["git", *args], cwd=tree, check=True, capture_output=True)
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=tree, capture_output=True, text=True).stdout.strip()
 
-    rc, out = _sh(["prepare", "cgmnist"], tree, MMLAB_DATA=str(shared_data))
+    rc, out = _sh(["prepare", "cgmnist"], tree, MMLAB_DATA=str(real_data))
     assert rc == 0, out
     assert (tree / ".remote" / "data" / "mnist" / "train-images-idx3-ubyte.gz").exists()
     assert (tree / ".remote" / "commit").read_text().strip() == commit
-    rc, out = _sh(["prepare", "imagenet"], tree, MMLAB_DATA=str(shared_data))
+    rc, out = _sh(["prepare", "imagenet"], tree, MMLAB_DATA=str(real_data))
     assert rc == 2 and "no data recipe for dataset 'imagenet'" in out
     assert (tree / ".remote" / "commit").exists()  # a refused prepare leaves the last one as it was
 

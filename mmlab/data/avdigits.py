@@ -77,7 +77,7 @@ from ..io import atomic_write_bytes
 from .audio import log_spectrogram, read_wav
 from .cgmnist import _check_size
 from .download import FETCH_ERRORS, fetch, fetch_failure
-from .errors import DataIntegrityError, DataNotFoundError
+from .errors import DataIntegrityError, DataNotFoundError, check_named_root
 from .mnist import DATA_ENV, MNIST, _default_cache_dir
 from .split import Split
 
@@ -140,6 +140,7 @@ def find_fsdd_dir(root: str | os.PathLike | None = None,
     cache (:func:`download_fsdd`). Otherwise, or if that fails, raises :class:`DataNotFoundError`
     listing every folder looked in (and the download tried) and how to get the data.
     """
+    check_named_root(root)
     bases = [(Path(root).expanduser(), "root argument")] if root is not None else []
     if os.environ.get(DATA_ENV, "").strip():
         bases.append((Path(os.environ[DATA_ENV].strip()).expanduser(), f"${DATA_ENV}"))

@@ -93,7 +93,7 @@ import torch
 from ..errors import plural
 from ..io import atomic_write_bytes
 from . import audio
-from .errors import DataIntegrityError, DataNotFoundError
+from .errors import DataIntegrityError, DataNotFoundError, check_named_root
 from .split import Split
 from .video import one_fps_frames
 
@@ -733,8 +733,10 @@ def find_cremad_cache(root: str | os.PathLike | None = None) -> Path | None:
     """The first folder with a CREMA-D cache index, finished or not, or ``None``.
 
     Looked in, in order: ``root`` (the cache folder itself, or ``root/cremad/cache``),
-    ``$MMLAB_DATA/cremad/cache``, and :func:`default_cache_dir`.
+    ``$MMLAB_DATA/cremad/cache``, and :func:`default_cache_dir`. A ``root`` that does not exist
+    raises :class:`DataNotFoundError`.
     """
+    check_named_root(root)
     for folder, _ in _cache_candidates(root):
         if (folder / INDEX_FILE).is_file():
             return folder

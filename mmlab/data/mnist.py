@@ -52,7 +52,7 @@ import torch
 
 from ..io import atomic_write_bytes
 from .download import FETCH_ERRORS, fetch, fetch_failure
-from .errors import DataIntegrityError, DataNotFoundError
+from .errors import DataIntegrityError, DataNotFoundError, check_named_root
 
 __all__ = [
     "MNIST",
@@ -327,9 +327,10 @@ def _search(
     Returns ``((folder, files), report)`` for the first folder holding all four
     files, or ``(None, report)``; ``report`` has one line per folder looked in.
     """
+    check_named_root(root)  # a folder the caller named that does not exist is an error
     report: list[str] = []
     seen: set[Path] = set()
-    absent: list[str] = []  # folders the caller named that do not exist: said if a later one is used
+    absent: list[str] = []  # $MMLAB_DATA when it does not exist: said if a later folder is used
     for base, origin in _candidate_bases(root, cache):
         if origin != "cache" and not base.exists():
             absent.append(f"{base} ({origin})")

@@ -75,8 +75,14 @@ class DatasetSpec:
         options: Mapping[str, Any] | None = None,
         root: str | None = None,
     ) -> dict:
-        """The ``train``, ``val`` and ``test`` splits (:class:`MultimodalSplit`)."""
+        """The ``train``, ``val`` and ``test`` splits (:class:`MultimodalSplit`).
+
+        ``root``: a data folder to look in first; one that does not exist raises
+        :class:`~mmlab.data.errors.DataNotFoundError` (naming it, and how data is found)."""
+        from .errors import check_named_root
+
         opts = self.validate_options(options or {})
+        check_named_root(root)
         return self.builder(
             train_size=train_size, val_size=val_size, test_size=test_size,
             data_seed=data_seed, root=root, **opts,
