@@ -142,6 +142,12 @@ class RunConfig:
         d = asdict(self)
         d["method_options"] = dict(sorted(self.method_options.items()))
         d["dataset_options"] = dict(sorted(self.dataset_options.items()))
+        from .data.registry import DATASETS
+
+        spec = DATASETS.get(self.dataset)
+        for name, value in (spec.implicit_options if spec is not None else {}).items():
+            if d["dataset_options"].get(name, value) == value:  # e.g. CG-MNIST's first protocol, named
+                d["dataset_options"].pop(name, None)  # or not: one run, one identity
         if not d["measure_imbalance"]:
             del d["measure_imbalance"]  # optional settings at their default are not part of the key
         if d["precision"] == "fp32":

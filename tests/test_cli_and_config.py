@@ -196,3 +196,56 @@ def test_a_dry_run_notes_a_device_this_machine_lacks(results_dir, capsys, monkey
     assert main(argv + ["--device", "cuda"]) == 0  # a plan still: it says, and does not fail
     assert "the sweep itself would stop here: Device 'cuda' was asked for" in capsys.readouterr().err
     assert main(argv + ["--device", "cpu"]) == 0 and "would stop" not in capsys.readouterr().err
+
+
+def test_a_cgmnist_knob_on_the_command_line_trains_names_its_protocol_and_evaluates_probes(results_dir, capsys):
+    import json
+
+    assert main(["train", "--method", "joint", "--profile", "smoke", "--epochs", "1", "--no-progress",
+                 "--device", "cpu", "--data-option", "test_agreement=0.3",
+                 "--data-option", "probe_agreements=[0.1,1.0]"]) == 0
+    (path,) = results_dir.glob("smoke/cgmnist/joint/seed0-*.json")
+    record = json.loads(path.read_text())
+    assert record["data_protocol"] == "mmlab-1 with test_agreement=0.3"
+    assert record["config"]["dataset_options"] == {"probe_agreements": [0.1, 1.0], "test_agreement": 0.3}
+    last = record["history"][-1]
+    for name in ("test", "test@agreement=0.1", "test@agreement=1"):
+        assert 0 <= last[f"{name}/acc"] <= 1 and f"{name}/acc" in record["final"]
+    assert record["dataset"]["test@agreement=1"]["colour_label_agreement"] > 0.8  # own colours, bar the jitter
+
+
+def test_a_bad_knob_value_on_the_command_line_names_the_valid_range(results_dir, capsys):
+    assert main(["train", "--method", "joint", "--profile", "smoke", "--no-progress",
+                 "--data-option", "test_agreement=1.3"]) == 2
+    assert "test_agreement must lie in [0, 1], but it is 1.3" in capsys.readouterr().err
+    assert main(["train", "--method", "joint", "--profile", "smoke", "--no-progress",
+                 "--data-option", "protocol=mmlab-0"]) == 2
+    assert "Unknown CG-MNIST protocol 'mmlab-0'. Valid CG-MNIST protocols: mmlab-1" in capsys.readouterr().err
+
+
+def test_a_record_without_a_protocol_name_reads_as_the_first_protocol():
+    from pathlib import Path
+
+    from mmlab.results import ResultsStore, data_protocol, record_protocol
+
+    committed = ResultsStore(Path(__file__).resolve().parent.parent / "results").records(profile="full", dataset="cgmnist")
+    assert committed and all("data_protocol" not in r for r in committed)  # made before protocols had names
+    assert {record_protocol(r) for r in committed} == {"mmlab-1"}
+    assert data_protocol({"dataset": "cgmnist", "dataset_options": {"palette_spread": 0.5}}) == \
+        "mmlab-1 with palette_spread=0.5"
+    assert data_protocol({"dataset": "avdigits", "dataset_options": {}}) is None  # a dataset without protocols
+    # the first protocol named is the same run as the unnamed one: it finds the records made before the name
+    unnamed = RunConfig.from_profile(method="joint", profile="full")
+    named = RunConfig.from_profile(method="joint", profile="full", dataset_options={"protocol": "mmlab-1"})
+    assert named.key == unnamed.key and ResultsStore(committed_root := Path(__file__).resolve().parent.parent
+                                                     / "results").load(named) is not None
+    other = RunConfig.from_profile(method="joint", profile="full", dataset_options={"test_agreement": 0.3})
+    assert other.key != unnamed.key and ResultsStore(committed_root).load(other) is None
+
+
+def test_a_data_folder_named_on_the_command_line_that_does_not_exist_is_an_error(tmp_path, results_dir, capsys):
+    assert main(["train", "--method", "joint", "--profile", "smoke", "--no-progress",
+                 "--data", str(tmp_path / "nowhere")]) == 2
+    err = capsys.readouterr().err
+    assert f"The data folder {tmp_path / 'nowhere'} (given as --data, or root= in Python) does not exist" in err
+    assert not list(results_dir.rglob("*.json"))  # nothing trained

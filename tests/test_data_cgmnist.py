@@ -352,3 +352,170 @@ def test_describe_has_one_row_per_split(splits: dict[str, MultimodalSplit]) -> N
         s.colour_label_agreement for s in splits.values()
     ]
     assert describe(list(splits.values())).equals(table)
+
+
+# --------------------------------------------------------------------------- #
+# The knobs of the unknown generator, and the named protocols (chapter 1)
+# --------------------------------------------------------------------------- #
+#: sha256 over the tensors of two builds (the full default one, and a small one with other options), made
+#: by the code before the knobs existed (commit 02f3a6e): protocol "mmlab-1" must keep them bit for bit
+MMLAB_1_DIGEST = "4bae802a04646b652533f692f1e69e804ea52fc20fabda1c964ee8cc481ec160"
+
+
+def _digest_of_mmlab_1_builds() -> str:
+    import hashlib
+
+    from mmlab.data.registry import get_dataset
+
+    spec, h = get_dataset("cgmnist"), hashlib.sha256()
+    builds = [dict(train_size=None, val_size=5000, test_size=None, data_seed=0),
+              dict(train_size=4000, val_size=500, test_size=1000, data_seed=3,
+                   options={"val_coloring": "train", "jitter_variance": 0.1})]
+    for kwargs in builds:
+        built = spec.load_splits(**kwargs, root=str(require_real_mnist()))
+        for name in ("train", "val", "test"):
+            s = built[name]
+            for t in (*s.inputs.values(), s.labels, s.colours, s.indices):
+                h.update(t.contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def test_the_first_protocol_s_data_are_bit_identical_to_those_before_the_knobs(mnist: MNIST) -> None:
+    assert _digest_of_mmlab_1_builds() == MMLAB_1_DIGEST
+
+
+NO_JITTER = dict(train_size=2000, val_size=2000, test_size=None, jitter_variance=0.0, seed=3)
+
+
+@pytest.mark.parametrize("agreement", [0.0, 0.04, 0.1, 0.3, 0.6, 1.0])
+def test_test_agreement_is_the_measured_agreement_of_the_test_like_splits(mnist: MNIST, agreement) -> None:
+    """Without jitter a colour names its class exactly, so the measured agreement is the knob, up to sampling
+    error (4 standard errors); the colours of the other digits are spread over the nine other classes."""
+    s = make_cgmnist(mnist, CGMNISTConfig(**NO_JITTER, test_agreement=agreement))
+    for name in ("val", "test"):
+        n = len(s[name])
+        tolerance = 4 * math.sqrt(agreement * (1 - agreement) / n) + 1e-12
+        assert abs(s[name].colour_label_agreement - agreement) <= tolerance, name
+    test = s["test"]
+    offset = (nearest_colour_class(test.colours) - test.labels) % 10  # 0: own class, 1..9: another
+    others = torch.bincount(offset[offset > 0], minlength=10)[1:].double()
+    if others.sum() > 1000:
+        assert (others / others.sum() - 1 / 9).abs().max() < 0.03
+    assert abs(s["train"].colour_label_agreement - 1.0) < 1e-12  # training colours are the label's
+
+
+def test_a_test_agreement_changes_the_test_like_colours_only(mnist: MNIST) -> None:
+    base = make_cgmnist(mnist, CGMNISTConfig(**NO_JITTER))
+    other = make_cgmnist(mnist, CGMNISTConfig(**NO_JITTER, test_agreement=0.5))
+    for x, y in zip(split_tensors(base["train"]), split_tensors(other["train"])):
+        assert torch.equal(x, y)  # so a trained model is the same whatever the test agreement
+    assert torch.equal(base["test"].inputs["gray"], other["test"].inputs["gray"])
+    assert not torch.equal(base["test"].colours, other["test"].colours)
+
+
+def test_probe_splits_are_the_test_digits_coloured_with_each_agreement(mnist: MNIST) -> None:
+    probes = (0.0, 0.3, 0.6, 1.0)
+    sizes = dict(train_size=1000, val_size=500, test_size=3000, seed=2, jitter_variance=0.0)  # colour = class
+    config = CGMNISTConfig(**sizes, probe_agreements=probes)
+    s = make_cgmnist(mnist, config)
+    assert list(s) == ["train", "val", "test", *(f"test@agreement={a:g}" for a in probes)]
+    for a in probes:
+        probe = s[f"test@agreement={a:g}"]
+        assert torch.equal(probe.inputs["gray"], s["test"].inputs["gray"])
+        alone = make_cgmnist(mnist, CGMNISTConfig(**sizes, test_agreement=a))["test"]
+        assert torch.equal(probe.colours, alone.colours)  # what test_agreement=a would have made
+    # the same draws: a digit that keeps its own colour at one agreement keeps it at every higher one
+    own = [nearest_colour_class(s[f"test@agreement={a:g}"].colours) == s["test"].labels for a in (0.3, 0.6, 1.0)]
+    assert bool((own[0] <= own[1]).all()) and bool((own[1] <= own[2]).all()) and bool(own[2].all())
+
+
+@pytest.mark.parametrize("spread", [0.0, 0.25, 0.5, 1.0])
+def test_palette_spread_scales_the_distances_between_class_colours(spread) -> None:
+    from mmlab.data.cgmnist import spread_palette
+
+    palette = spread_palette(spread)
+    assert torch.allclose(palette.mean(0), CLASS_COLOURS.mean(0), atol=1e-6)
+    assert torch.allclose(torch.cdist(palette, palette), spread * torch.cdist(CLASS_COLOURS, CLASS_COLOURS), atol=1e-5)
+    assert palette.min() >= 0 and palette.max() <= 1
+
+
+def test_a_closer_palette_makes_the_training_colours_name_their_class_less_often(mnist: MNIST) -> None:
+    agreement = {}
+    for spread in (1.0, 0.5, 0.25):
+        s = make_cgmnist(mnist, CGMNISTConfig(train_size=3000, val_size=100, test_size=100, palette_spread=spread))
+        assert torch.equal(s["train"].palette if s["train"].palette is not None else CLASS_COLOURS,
+                           CGMNISTConfig(palette_spread=spread).palette)
+        agreement[spread] = s["train"].colour_label_agreement
+    assert agreement[1.0] > agreement[0.5] > agreement[0.25] > 0.1
+
+
+def test_mask_painting_gives_flat_colour_where_the_ink_is_at_least_half() -> None:
+    images = torch.tensor([[[0, 60, 127], [128, 200, 255]]], dtype=torch.uint8)
+    colour = torch.tensor([[0.2, 0.6, 1.0]])
+    ink = paint(images, colour, "ink")
+    mask = paint(images, colour, "mask")
+    expected = (images >= 128)[:, None] * torch.round(255 * colour)[:, :, None, None]
+    assert torch.equal(mask, expected.to(torch.uint8))
+    assert not torch.equal(ink, mask)
+    with pytest.raises(ValueError, match="rule must be one of 'ink', 'mask'"):
+        paint(images, colour, "spray")
+
+
+def test_pmr_normalisation_standardises_the_batches_with_pmr_s_statistics(mnist: MNIST) -> None:
+    from mmlab.data.cgmnist import PMR_NORMALIZATION
+    from mmlab.training.batches import ResidentBatches
+
+    plain = make_cgmnist(mnist, CGMNISTConfig(train_size=256, val_size=10, test_size=10))["train"]
+    normed = make_cgmnist(mnist, CGMNISTConfig(train_size=256, val_size=10, test_size=10, normalization="pmr"))["train"]
+    assert torch.equal(plain.inputs["color"], normed.inputs["color"])  # the stored images are the same
+    (x, _), = ResidentBatches(plain, ["gray", "color"], 256, torch.device("cpu")).epoch()
+    (z, _), = ResidentBatches(normed, ["gray", "color"], 256, torch.device("cpu")).epoch()
+    for m, (mean, std) in PMR_NORMALIZATION.items():
+        shape = (1, -1, 1, 1)
+        expected = (x[m] - torch.tensor(mean).reshape(shape)) / torch.tensor(std).reshape(shape)
+        assert torch.allclose(z[m], expected, atol=1e-6)
+    assert abs(float(z["gray"].mean()) - float((x["gray"].mean() - 0.1307) / 0.3081)) < 1e-5
+
+
+def test_train_pool_all_trains_on_every_image_and_draws_validation_from_them(mnist: MNIST) -> None:
+    held = make_cgmnist(mnist, CGMNISTConfig(val_size=5000, train_pool="held_out", test_size=10))
+    every = make_cgmnist(mnist, CGMNISTConfig(val_size=5000, train_pool="all", test_size=10))
+    assert len(held["train"]) == 55000 and len(every["train"]) == 60000
+    assert not set(held["val"].indices.tolist()) & set(held["train"].indices.tolist())
+    assert set(every["val"].indices.tolist()) <= set(every["train"].indices.tolist())
+    assert torch.equal(held["val"].indices, every["val"].indices)
+    with pytest.raises(ValueError, match=r"train_size=60001 is too large.*<= 60000"):
+        make_cgmnist(mnist, CGMNISTConfig(train_size=60001, train_pool="all"))
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"test_agreement": 1.5}, r"test_agreement must lie in \[0, 1\], but it is 1.5"),
+        ({"test_agreement": "high"}, r"test_agreement must be a number in \[0, 1\]"),
+        ({"palette_spread": -0.1}, r"palette_spread must lie in \[0, 1\]"),
+        ({"painting": "spray"}, "painting must be one of 'ink', 'mask'"),
+        ({"normalization": "imagenet"}, "normalization must be one of 'unit', 'pmr'"),
+        ({"train_pool": "60k"}, "train_pool must be one of 'held_out', 'all'"),
+        ({"probe_agreements": [0.2, 2]}, r"each of probe_agreements must lie in \[0, 1\]"),
+        ({"probe_agreements": 0.2}, "probe_agreements must be a list"),
+        ({"probe_agreements": [0.2, 0.2]}, "must not repeat a value"),
+    ],
+)
+def test_a_bad_knob_value_names_the_valid_range(kwargs, match) -> None:
+    with pytest.raises(ValueError, match=match):
+        CGMNISTConfig(**kwargs)
+
+
+def test_protocols_name_their_knobs_and_a_departure_from_them() -> None:
+    from mmlab.data.cgmnist import PROTOCOL_KNOBS, describe_protocol, get_protocol, protocol_settings
+    from mmlab.errors import UnknownNameError
+
+    first = get_protocol("mmlab-1").values()
+    assert set(first) == set(PROTOCOL_KNOBS)
+    assert first == {k: getattr(CGMNISTConfig(), k) for k in PROTOCOL_KNOBS}
+    assert describe_protocol({}) == "mmlab-1" == describe_protocol({"test_agreement": 0.1})
+    assert describe_protocol({"test_agreement": 0.3, "painting": None}) == "mmlab-1 with test_agreement=0.3"
+    assert protocol_settings({"protocol": "mmlab-1", "palette_spread": 0.5})["palette_spread"] == 0.5
+    with pytest.raises(UnknownNameError, match="Unknown CG-MNIST protocol 'mmlab-9'. Valid CG-MNIST protocols: mmlab-1"):
+        get_protocol("mmlab-9")

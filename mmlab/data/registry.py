@@ -37,6 +37,9 @@ class DatasetSpec:
     # the name of the protocol that (validated) options make the data under, which every record
     # keeps (``describe_protocol(options) -> str``; CG-MNIST's ``"mmlab-1"``); None: the dataset has none
     describe_protocol: Callable[[dict[str, Any]], str] | None = None
+    # option values that a run's identity leaves out (RunConfig.to_dict): what the records made before
+    # the option existed were made with, so that naming it finds them (CG-MNIST: protocol "mmlab-1")
+    implicit_options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self):
         if not self.title:
@@ -176,6 +179,7 @@ DATASETS: dict[str, DatasetSpec] = {
         builder=_build_cgmnist,
         check_options=_check_cgmnist,
         describe_protocol=_describe_cgmnist,
+        implicit_options={"protocol": "mmlab-1"},
         channels_last=True,
     ),
     "cremad": DatasetSpec(
