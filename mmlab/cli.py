@@ -90,6 +90,9 @@ def _add_sweep_parser(sub) -> None:
                    help="method specs (repeatable); required unless --plan")
     s.add_argument("--plan", action="store_true",
                    help="every run of each dataset's reproduction table (the reproduction chapter; mmlab.reproduction)")
+    s.add_argument("--study", choices=["sensitivity"],
+                   help="every run of chapter 1's study of CG-MNIST's unknown knobs (mmlab.sensitivity; "
+                        "profile 'sensitivity' unless --profile names another)")
     s.add_argument("--dataset", nargs="+", action="extend", metavar="DATASET",
                    help="dataset specs (default: cgmnist)")
     s.add_argument("--seed", nargs="+", action="extend", type=int, metavar="SEED",
@@ -167,6 +170,16 @@ def _reproduction_plan(args, overrides):
     return configs
 
 
+def _knob_study(args, overrides):
+    from .sensitivity import STUDY_PROFILE, study_configs
+
+    if args.method or args.plan or args.data_option or args.dataset or overrides:
+        raise ValueError("--study trains the study's own runs: leave out --method, --plan, --dataset, "
+                         "--data-option, --epochs and --set")
+    return [config for profile in args.profile or [STUDY_PROFILE]
+            for seed in args.seed or [0] for config in study_configs(profile, seed)]
+
+
 def _add_preprocess_parser(sub) -> None:
     p = sub.add_parser(
         "preprocess-cremad", help="turn the raw CREMA-D release into the cache the training reads (chapter 5)",
@@ -235,7 +248,9 @@ def _sweep(args) -> int:
             overrides["epochs"] = args.epochs
         if args.measure_imbalance:
             overrides["measure_imbalance"] = True
-        if args.plan:
+        if args.study:
+            configs = _knob_study(args, overrides)
+        elif args.plan:
             configs = _reproduction_plan(args, overrides)
         elif not args.method:
             raise ValueError("name the runs: --method METHOD [...], or --plan for the reproduction table's runs")

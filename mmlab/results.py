@@ -39,12 +39,14 @@ def default_results_root() -> Path:
 
 def other_code_digest(record: dict[str, Any]) -> str | None:
     """The ``source_digest`` of the code that made ``record`` when that is not this process's code
-    and the record is a ``smoke`` or ``quick`` one; else ``None``. ``full`` records are the
-    reproduction's, kept across versions on purpose (each names its commit); records older than
+    and the record is a ``smoke`` or ``quick`` one; else ``None``. ``full`` and ``sensitivity`` records are
+    committed, kept across versions on purpose (each names its commit); records older than
     the digest are not judged."""
     provenance = record.get("provenance", {})
     made_by = provenance.get("source_digest")
-    if made_by is None or provenance.get("profile") == "full":
+    from .profiles import COMMITTED_PROFILES
+
+    if made_by is None or provenance.get("profile") in COMMITTED_PROFILES:
         return None
     from .provenance import source_digest
 

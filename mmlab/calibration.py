@@ -1,0 +1,121 @@
+"""Calibrating CG-MNIST's unknown test colouring on one published row (chapter 1).
+
+The generator of the papers' CG-MNIST is lost; MMPareto's appendix says only that its test images are
+"weakly color-correlated" with their labels. :class:`~mmlab.data.cgmnist.CGMNISTConfig` names that
+unknown ``test_agreement``: the probability that a test digit wears its own class's colour (0.1: the
+colour says nothing, as in our first protocol). The knob changes the test digits only, never the
+training split, so a trained model is the same whatever its value, and one run that also evaluates
+its test digits in their own colours (the probe split ``test@agreement=1``) knows its accuracy at
+every agreement. Since a test-like split at agreement ``a >= 0.1`` gives each digit its own colour
+with probability ``q = (a - 0.1) / 0.9`` and the colour of a class drawn uniformly otherwise, the
+same draws for every ``a``,
+
+.. math::  A(a) = A(0.1) + \\frac{a - 0.1}{0.9}\\,\\big(A(1) - A(0.1)\\big)
+
+in expectation, where :math:`A(0.1)` is the run's accuracy on the test set of the first protocol and
+:math:`A(1)` on the same digits in their own colours (:func:`accuracy_at_agreement`; chapter 1 checks
+the line against probes in between). Fitting the knob on one published row is then one equation:
+:func:`fit_test_agreement` solves :math:`\\bar A(a) = 60.50` for the joint loss (MMPareto's Table 3),
+with :math:`\\bar A` the mean over the calibration runs' seeds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterable, Sequence
+
+import pandas as pd
+
+from .data.cgmnist import INDEPENDENT_AGREEMENT, probe_split_name
+
+#: the published row the knob is fitted on, fixed before any run was made (MMPareto, Table 3: the joint loss)
+FIT_METHOD = "joint"
+#: the probe splits a calibration run evaluates: its test digits in their own colours (and two points
+#: in between, to check the line)
+CALIBRATION_PROBES = (0.3, 0.5, 1.0)
+
+
+def _test_accuracy(entry: dict[str, Any], agreement: float, modality: str | None = None) -> float:
+    """Accuracy in ``entry`` (a record's ``final`` or one epoch of its ``history``) on the test split
+    of ``agreement``: the plain test split at 0.1 (the first protocol's colouring), else the probe."""
+    split = "test" if agreement == INDEPENDENT_AGREEMENT else probe_split_name(agreement)
+    name = f"{split}/acc" + (f"/{modality}" if modality else "")
+    if name not in entry:
+        raise KeyError(f"the record has no {name!r}: it was not evaluated at test agreement {agreement:g} "
+                       f"(dataset option probe_agreements)")
+    return float(entry[name])
+
+
+def accuracy_at_agreement(record: dict[str, Any], agreement: float, modality: str | None = None,
+                          entry: dict[str, Any] | None = None) -> float:
+    """A run's test accuracy (fraction) at test agreement ``agreement`` in ``[0.1, 1]``, from its two end
+    points: ``A(0.1) + (agreement - 0.1) / 0.9 * (A(1) - A(0.1))``.
+
+    ``record``: a run of the first protocol's test colouring that also evaluated ``test@agreement=1``;
+    ``entry``: one epoch of its history (default: its final epoch); ``modality``: that modality's head
+    or share instead of the fused prediction.
+    """
+    if not INDEPENDENT_AGREEMENT <= agreement <= 1:
+        raise ValueError(f"agreement must lie in [{INDEPENDENT_AGREEMENT}, 1] (below it the line does not "
+                         f"hold: a digit may also lose its own colour there), got {agreement}")
+    if record["config"].get("dataset_options", {}).get("test_agreement", INDEPENDENT_AGREEMENT) != \
+            INDEPENDENT_AGREEMENT:
+        raise ValueError("the record's own test split is not coloured independently of the label "
+                         "(test_agreement 0.1): its end points are not A(0.1) and A(1)")
+    entry = record["final"] if entry is None else entry
+    low, high = _test_accuracy(entry, INDEPENDENT_AGREEMENT, modality), _test_accuracy(entry, 1.0, modality)
+    return low + (agreement - INDEPENDENT_AGREEMENT) / (1 - INDEPENDENT_AGREEMENT) * (high - low)
+
+
+def agreement_curve(records: Iterable[dict[str, Any]], agreements: Sequence[float] | None = None) -> pd.DataFrame:
+    """Per run and agreement: the accuracy (%) on the line through the run's end points, and where the
+    run evaluated a probe at that agreement, the measured accuracy (%). Columns ``method, seed,
+    agreement, modality, line (%), measured (%)``."""
+    grid = [INDEPENDENT_AGREEMENT + k * 0.05 for k in range(19)] if agreements is None else list(agreements)
+    rows = []
+    for record in records:
+        final = record["final"]
+        modalities = [None] + sorted({k.split("/")[2] for k in final if k.startswith("test/acc/")})
+        probed = {INDEPENDENT_AGREEMENT, *record["config"]["dataset_options"].get("probe_agreements", [])}
+        for modality in modalities:
+            for a in sorted(set(grid) | {p for p in probed if p >= INDEPENDENT_AGREEMENT}):
+                measured = 100 * _test_accuracy(final, a, modality) if a in probed else float("nan")
+                rows.append({"method": record["label"], "seed": record["config"]["seed"], "agreement": round(a, 4),
+                             "modality": modality or "fused",
+                             "line (%)": 100 * accuracy_at_agreement(record, a, modality),
+                             "measured (%)": measured})
+    return pd.DataFrame(rows)
+
+
+@dataclass(frozen=True)
+class AgreementFit:
+    """The test agreement at which the calibration runs' mean accuracy meets the published figure."""
+
+    value: float  # the fitted test_agreement
+    target: float  # the published accuracy (%) it was fitted to
+    method: str
+    seeds: tuple[int, ...]
+    independent: float  # mean accuracy (%) of the runs at agreement 0.1 (the first protocol's test set)
+    own_colours: float  # mean accuracy (%) of the runs with every test digit in its own class's colour
+    keys: tuple[str, ...]  # the calibration records' keys
+
+
+def fit_test_agreement(records: Iterable[dict[str, Any]], target: float, method: str = FIT_METHOD) -> AgreementFit:
+    """Solve ``mean A(a) = target`` (accuracy in %) for the test agreement ``a``, over ``method``'s
+    records (each with the probe ``test@agreement=1``; their seeds averaged at each end point).
+
+    Raises ValueError when there is no such record, or when ``target`` lies outside what the knob can
+    reach (below the accuracy at 0.1 or above the one in the digits' own colours).
+    """
+    chosen = [r for r in records if r["label"] == method]
+    if not chosen:
+        raise ValueError(f"no calibration record of method {method!r} to fit on")
+    low = 100 * sum(accuracy_at_agreement(r, INDEPENDENT_AGREEMENT) for r in chosen) / len(chosen)
+    high = 100 * sum(accuracy_at_agreement(r, 1.0) for r in chosen) / len(chosen)
+    if not low <= target <= high:
+        raise ValueError(f"{method}'s runs reach {low:.2f}% at test agreement 0.1 and {high:.2f}% at 1: the "
+                         f"knob cannot bring them to {target:.2f}%")
+    q = (target - low) / (high - low)
+    return AgreementFit(value=INDEPENDENT_AGREEMENT + (1 - INDEPENDENT_AGREEMENT) * q, target=target, method=method,
+                        seeds=tuple(sorted(r["config"]["seed"] for r in chosen)), independent=low,
+                        own_colours=high, keys=tuple(sorted(r["key"] for r in chosen)))
