@@ -79,12 +79,15 @@ def agreement_curve(records: Iterable[dict[str, Any]], agreements: Sequence[floa
         probed = {INDEPENDENT_AGREEMENT, *record["config"]["dataset_options"].get("probe_agreements", [])}
         for modality in modalities:
             for a in sorted(set(grid) | {p for p in probed if p >= INDEPENDENT_AGREEMENT}):
-                measured = 100 * _test_accuracy(final, a, modality) if a in probed else float("nan")
+                try:
+                    measured = 100 * _test_accuracy(final, a, modality) if a in probed else float("nan")
+                except KeyError:  # that split was evaluated, but not for this modality
+                    measured = float("nan")
                 rows.append({"method": record["label"], "seed": record["config"]["seed"], "agreement": round(a, 4),
                              "modality": modality or "fused",
                              "line (%)": 100 * accuracy_at_agreement(record, a, modality),
                              "measured (%)": measured})
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=["method", "seed", "agreement", "modality", "line (%)", "measured (%)"])
 
 
 @dataclass(frozen=True)

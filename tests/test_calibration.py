@@ -1,0 +1,83 @@
+"""mmlab.calibration: a run's accuracy at any test agreement, off the line through its two end points, and the
+fit of the agreement on one published row; the line itself is checked against simulation and real probe splits."""
+
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mmlab.calibration import accuracy_at_agreement, agreement_curve, fit_test_agreement
+from mmlab.data.cgmnist import _colour_classes
+
+
+def record(low, high, label="joint", seed=0, probes=(1.0,), mid=None, **options):
+    final = {"test/acc": low, "test@agreement=1/acc": high, "test/acc/gray": 0.1, "test@agreement=1/acc/gray": 0.1}
+    if mid is not None:
+        final["test@agreement=0.5/acc"] = mid
+    return {"label": label, "key": f"k{seed}{label}", "final": final,
+            "config": {"seed": seed, "dataset_options": {"probe_agreements": list(probes), **options}}}
+
+
+@given(low=st.floats(0, 1), high=st.floats(0, 1), a=st.floats(0.1, 1))
+def test_the_line_passes_through_both_end_points_and_is_linear(low, high, a):
+    r = record(low, high)
+    assert math.isclose(accuracy_at_agreement(r, 0.1), low, abs_tol=1e-12)
+    assert math.isclose(accuracy_at_agreement(r, 1.0), high, abs_tol=1e-12)
+    between = low + (a - 0.1) / 0.9 * (high - low)
+    assert math.isclose(accuracy_at_agreement(r, a), between, abs_tol=1e-12)
+
+
+def test_the_line_is_what_a_model_scores_in_expectation_under_the_coupled_draws():
+    """Simulation: a model that is right with probability 0.99 when a digit wears its own colour and 0.3 when it
+    wears a random class's (independent of the coupling's draws) scores on average on the line at every agreement."""
+    g = torch.Generator().manual_seed(0)
+    n = 200_000
+    labels = torch.randint(0, 10, (n,), generator=g)
+    chance = torch.randint(0, 10, (n,), generator=g)
+    coin = torch.rand(n, generator=g)
+    other = (labels + 1 + torch.randint(0, 9, (n,), generator=g)) % 10
+    right_own, right_other = torch.rand(n, generator=g) < 0.99, torch.rand(n, generator=g) < 0.3
+    # the model reads the colour: right on a digit in its own colour w.p. 0.99, else w.p. 0.3 (0.3 also for chance
+    # colours that happen to be the label's, which the line's A(0.1) counts the same way)
+    def score(a):
+        classes = _colour_classes(labels, a, chance, coin, other)
+        return torch.where(classes == labels, right_own, right_other).double().mean().item()
+
+    low, high = score(0.1), score(1.0)
+    for a in (0.2, 0.467, 0.8):
+        line = low + (a - 0.1) / 0.9 * (high - low)
+        assert abs(score(a) - line) < 0.005  # a few standard errors of a mean over 200,000 digits
+
+
+def test_below_independence_or_on_another_test_colouring_the_line_is_refused():
+    with pytest.raises(ValueError, match=r"must lie in \[0.1, 1\]"):
+        accuracy_at_agreement(record(0.3, 0.9), 0.05)
+    with pytest.raises(ValueError, match="not coloured independently"):
+        accuracy_at_agreement(record(0.3, 0.9, test_agreement=0.4), 0.5)
+    with pytest.raises(KeyError, match="test@agreement=1/acc"):
+        accuracy_at_agreement({**record(0.3, 0.9), "final": {"test/acc": 0.3}}, 0.5)
+
+
+def test_the_fit_solves_the_mean_line_for_the_published_figure():
+    runs = [record(0.30, 0.98, seed=0), record(0.38, 1.00, seed=1), record(0.5, 0.5, label="uniform")]
+    fit = fit_test_agreement(runs, 60.5)
+    low, high = 34.0, 99.0  # the two joint runs' means, in %
+    assert math.isclose(fit.independent, low) and math.isclose(fit.own_colours, high)
+    assert math.isclose(fit.value, 0.1 + 0.9 * (60.5 - low) / (high - low))
+    assert fit.seeds == (0, 1) and fit.method == "joint"
+    mean_at_fit = sum(accuracy_at_agreement(r, fit.value) for r in runs[:2]) / 2
+    assert math.isclose(100 * mean_at_fit, 60.5, abs_tol=1e-9)  # the fitted value reproduces the row it was fitted on
+    with pytest.raises(ValueError, match="cannot bring them to 99.50%"):
+        fit_test_agreement(runs, 99.5)
+    with pytest.raises(ValueError, match="no calibration record of method 'mgda'"):
+        fit_test_agreement(runs, 60.5, method="mgda")
+
+
+def test_the_curve_sets_measured_probes_beside_the_line():
+    curve = agreement_curve([record(0.3, 0.9, probes=(0.5, 1.0), mid=0.62)], agreements=[0.1, 0.5, 1.0])
+    fused = curve[curve.modality == "fused"].set_index("agreement")
+    assert math.isclose(fused.at[0.5, "line (%)"], 100 * (0.3 + 0.4 / 0.9 * 0.6))
+    assert math.isclose(fused.at[0.5, "measured (%)"], 62.0)
+    assert set(curve.modality) == {"fused", "gray"}
