@@ -77,7 +77,7 @@ def test_profile_resolution(monkeypatch):
     monkeypatch.setenv("MMLAB_PROFILE", "smoke")
     assert resolve_profile(None).name == "smoke"
     assert resolve_profile("full").name == "full"
-    with pytest.raises(UnknownNameError, match="Valid profiles: full, quick, smoke"):
+    with pytest.raises(UnknownNameError, match="Valid profiles: full, quick, sensitivity, smoke"):
         resolve_profile("fast")
 
 
@@ -166,7 +166,7 @@ def test_plural_counts_and_nouns():
 def test_a_bad_profile_from_the_environment_names_the_variable(monkeypatch, capsys):
     monkeypatch.setenv("MMLAB_PROFILE", "Quick")
     with pytest.raises(UnknownNameError, match=r"Unknown profile 'Quick' \(from the environment variable "
-                                               r"MMLAB_PROFILE\)\. Valid profiles: full, quick, smoke\."):
+                                               r"MMLAB_PROFILE\)\. Valid profiles: full, quick, sensitivity, smoke\."):
         resolve_profile()
     assert resolve_profile("smoke").name == "smoke"  # a notebook parameter wins over the variable
     assert main(["sweep", "--method", "joint", "--dry-run"]) == 2
