@@ -8,6 +8,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from mmlab.errors import UnknownNameError
 from mmlab.methods.udi import CLUBEstimator, dynamic_loss_weights, js_divergence
 
 logits = st.lists(st.floats(-20, 20), min_size=2, max_size=6)
@@ -119,8 +120,8 @@ vectors = st.lists(st.floats(-5, 5), min_size=3, max_size=3)
 @settings(max_examples=100, deadline=None)
 @given(g=vectors, a=vectors, b=vectors)
 def test_controller_weights_are_non_negative_and_sum_to_one_or_are_all_zero(g, a, b):
-    cls = [torch.tensor(g)]
-    weights = dynamic_loss_weights(cls, [[torch.tensor(a)], [torch.tensor(b)]])
+    f64 = lambda v: torch.tensor(v, dtype=torch.float64)  # noqa: E731 -- the same numbers as the reference below
+    weights = dynamic_loss_weights([f64(g)], [[f64(a)], [f64(b)]])
     dots = [sum(x * y for x, y in zip(g, v)) for v in (a, b)]
     assert (weights >= 0).all()
     if max(dots) > 1e-9:
@@ -139,3 +140,111 @@ def test_an_anti_aligned_loss_gets_no_weight_across_several_parameter_tensors():
     assert dynamic_loss_weights(cls, [opposed, opposed]).tolist() == [0.0, 0.0]
     with pytest.raises(ValueError, match="an auxiliary gradient has 1 tensors"):
         dynamic_loss_weights(cls, [[torch.tensor([1.0, 0.0])]])
+
+
+# -- the method, through the loop's hooks -----------------------------------------------------------
+import copy
+import json
+import shutil
+from pathlib import Path
+
+from conftest import straight_and_resumed, without_timing
+from mmlab.methods import build_method
+from mmlab.training import train
+
+
+def udi_config(tiny_config, **options):
+    return tiny_config("udi", epochs=3, train_size=512, method_options={"anchor_epochs": 1, **options})
+
+
+def test_udi_refuses_bad_options_and_a_modality_that_is_not_there():
+    with pytest.raises(UnknownNameError, match="Unknown udi controller 'always'. Valid udi controllers: epoch, static, step"):
+        build_method("udi", ["gray", "color"], controller="always")
+    with pytest.raises(UnknownNameError, match="Unknown anchor modality 'audio'"):
+        build_method("udi", ["gray", "color"], anchor="audio")
+    with pytest.raises(ValueError, match="anchor_epochs must be a whole number"):
+        build_method("udi", ["gray", "color"], anchor_epochs=0)
+
+
+def test_the_anchor_is_frozen_in_stage_two_and_the_estimator_s_optimiser_never_holds_a_model_parameter(
+        tiny_config, tmp_path):
+    """Stage 1 is epoch 1; the anchor (gray, named) must then keep its parameters and BatchNorm statistics to the
+    last bit, while the follower moves; CLUB's optimiser holds CLUB's parameters only."""
+    config = udi_config(tiny_config, anchor="gray")
+    snapshots = {}
+
+    def keep(epoch, metrics):
+        ckpt = torch.load(tmp_path / "ckpt" / f"{config.key}.pt", weights_only=False)
+        snapshots[epoch] = copy.deepcopy(ckpt["model"])
+
+    method = build_method("udi", ["gray", "color"], **config.method_options)
+    record = train(config, method=method, checkpoint_dir=tmp_path / "ckpt", progress=False, callbacks=[keep])
+    after_anchor, last = snapshots[0], snapshots[2]
+    anchor_keys = [k for k in last if k.startswith(("encoders.gray.", "unimodal_heads.gray."))]
+    follower_keys = [k for k in last if k.startswith("encoders.color.") and last[k].is_floating_point()]
+    assert anchor_keys and all(torch.equal(after_anchor[k], last[k]) for k in anchor_keys)
+    assert any(not torch.equal(after_anchor[k], last[k]) for k in follower_keys)
+    model_ids = set()  # the estimator is no part of the model, and its optimiser steps only its own parameters
+    estimator_ids = {id(p) for p in method.estimator.parameters()}
+    held = {id(p) for group in method.estimator_optimizer.param_groups for p in group["params"]}
+    assert held == estimator_ids and not held & model_ids
+    history = record["history"]
+    assert [h["train/udi/anchor_stage"] for h in history] == [1.0, 0.0, 0.0]
+    assert [h["train/udi/anchor/gray"] for h in history] == [1.0, 1.0, 1.0]
+    assert history[1]["val/acc/gray"] == history[2]["val/acc/gray"]  # a frozen anchor's head scores the same
+
+
+def test_the_anchor_is_the_modality_best_on_validation_and_a_training_like_validation_picks_the_shortcut(tiny_config):
+    test_like = train(udi_config(tiny_config), progress=False)
+    assert test_like["history"][0]["val/acc/gray"] > test_like["history"][0]["val/acc/color"]
+    assert test_like["history"][-1]["train/udi/anchor/gray"] == 1.0
+    train_like = train(udi_config(tiny_config, anchor="auto").with_(dataset_options={"val_coloring": "train"}),
+                       progress=False)
+    first = train_like["history"][0]
+    chosen = max(("gray", "color"), key=lambda m: first[f"val/acc/{m}"])
+    assert train_like["history"][-1][f"train/udi/anchor/{chosen}"] == 1.0
+
+
+def test_resuming_in_the_middle_of_stage_two_gives_the_same_run(tiny_config, tmp_path):
+    config = udi_config(tiny_config)
+    straight = train(config, checkpoint_dir=tmp_path / "straight", progress=False)
+
+    def crash(epoch, metrics):
+        if epoch == 1:  # the first follower epoch is done, the second not begun
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(config, checkpoint_dir=tmp_path / "resumed", progress=False, callbacks=[crash])
+    resumed = train(config, checkpoint_dir=tmp_path / "resumed", progress=False)
+    assert without_timing(resumed["history"]) == without_timing(straight["history"])
+
+
+@pytest.mark.parametrize("options, logged", [
+    ({"controller": "static"}, {"consistency": 0.5, "complementarity": 0.5}),
+    ({"controller": "static", "consistency": False}, {"complementarity": 0.5}),
+    ({"controller": "static", "complementarity": False}, {"consistency": 0.5}),
+])
+def test_static_weights_and_the_ablations_train_the_losses_they_say(tiny_config, options, logged):
+    record = train(udi_config(tiny_config, **options), progress=False)
+    last = record["history"][-1]
+    weights = {k.rsplit("/", 1)[1]: v for k, v in last.items() if k.startswith("train/udi/alpha/")}
+    assert weights == logged
+    losses = {k.rsplit("/", 1)[1] for k in last if k.startswith("train/loss/")}
+    assert losses == {"color", *logged}  # the follower's own cross-entropy and the terms kept
+
+
+def test_the_dynamic_weights_are_logged_within_their_range(tiny_config):
+    record = train(udi_config(tiny_config, controller="step"), progress=False)
+    for h in record["history"][1:]:
+        con, com = h["train/udi/alpha/consistency"], h["train/udi/alpha/complementarity"]
+        assert 0 <= con <= 1 and 0 <= com <= 1 and (con + com < 1e-9 or abs(con + com - 1) < 1e-9 or con + com < 1)
+
+
+def test_udi_predicts_with_the_sum_of_the_two_heads():
+    from mmlab.models import ModelOutput
+
+    heads = {"gray": torch.tensor([[2.0, 0.0, 1.0]]), "color": torch.tensor([[-3.0, 1.0, 0.5]])}
+    output = ModelOutput(features={}, logits=torch.zeros(1, 3), shares={}, unimodal_logits=heads)
+    method = build_method("udi", ["gray", "color"])
+    assert torch.equal(method.prediction(output), heads["gray"] + heads["color"])
+    assert torch.equal(build_method("uniform").prediction(output), output.logits)  # every other method: the fused head

@@ -19,6 +19,7 @@ from .greedy import Greedy, MMTMJoint
 from .ogm import OGMGE, OPM
 from .pmr import PMR
 from .pretrain_finetune import PretrainFinetune
+from .udi import UDI
 
 METHODS: dict[str, Callable[..., Method]] = {
     "joint": JointLoss,
@@ -37,6 +38,7 @@ METHODS: dict[str, Callable[..., Method]] = {
     "gblending": GBlending,
     "mmtm": MMTMJoint,
     "greedy": Greedy,
+    "udi": UDI,
 }
 
 #: How prose and captions name each method: the papers' words, not the registry's ids.
@@ -57,6 +59,7 @@ METHOD_TITLES: dict[str, str] = {
     "gblending": "G-Blending",
     "mmtm": "MMTM with the joint loss",
     "greedy": "Greedy",
+    "udi": "UDI",
 }
 
 

@@ -39,6 +39,7 @@ gradients``                encoder)
                            GradNorm updates
 ``on_epoch_start/end``     OGM-GE window, G-Blending weights (``state.evaluate``),
                            UDI / ReconBoost stages
+``prediction``             UDI (the sum of the unimodal heads' logits: no fused head)
 ``state_dict``             anything the method must carry across a resume
 ``capturable``,            a step a CUDA graph may replay (mmlab.training.graph):
 ``capture_key``            joint, unimodal, uniform, MMPareto, MGDA, PCGrad;
@@ -141,6 +142,11 @@ class Method:
         """
         per_param = zip(*grads.values())
         return [torch.stack(gs).sum(0) for gs in per_param]
+
+    def prediction(self, output: ModelOutput) -> torch.Tensor:
+        """The logits the model predicts with, in training accuracy and in every evaluation: the fused
+        head's (default). UDI, which trains no fused head, predicts with the sum of its unimodal heads."""
+        return output.logits
 
     def transform_gradients(self, output: ModelOutput, labels: torch.Tensor, state: TrainState) -> None:
         """After the backward pass, before the optimiser step: edit ``p.grad`` of a

@@ -13,24 +13,47 @@ validation accuracy is trained alone to convergence and frozen: the **anchor** `
 * :math:`L_{com}` (complementarity): an upper bound of the mutual information between the anchor's features
   :math:`f^a` and the follower's :math:`f^m`, estimated with CLUB (Cheng et al., ICML 2020, Eq. 6 with the
   variational :math:`q_\\phi` of its Eq. 9): :class:`CLUBEstimator`, trained by maximum likelihood on matched
-  pairs with its own optimiser;
+  pairs with its own optimiser; the follower's loss takes it at 0 where the estimate falls below 0 (the book's
+  choice: a learned estimator can, and the follower would drive its features off to exploit it);
 * :math:`\\alpha_{con}, \\alpha_{com}`: the **dynamic controller** (:func:`dynamic_loss_weights`), each the
   positive part of the auxiliary loss's gradient alignment with :math:`L_{cls}`'s on the follower's
   parameters, normalised over the two.
 
-This module holds these three pieces, checked against closed forms and autograd (``tests/test_udi.py``); the
-method itself, with its stages through the training loop's hooks, is chapter 6's next step.
+:class:`UDI` is the method, through the loop's declared hooks (no copy of the loop): two stages in one run,
+
+* **stage 1** (``anchor_epochs``, default half the run): every modality trains alone, through its own head
+  (the sum of unimodal cross-entropies: the modalities share no parameter, so each learns as if alone); at
+  its end the modality with the best validation accuracy becomes the anchor (or the one named by
+  ``anchor``, for the ablation), and its encoder and head are frozen (no gradient, BatchNorm in eval mode);
+* **stage 2**: each other modality is a follower, re-initialised (``restart_follower``, default: it starts
+  from scratch, as a model trained after the anchor would) and trained with :math:`L` above; the CLUB
+  estimator learns from the detached feature pairs with its own Adam optimiser after every step.
+
+The prediction (the seed does not say how anchor and follower combine at test time) is the book's choice:
+the sum of the modalities' heads' logits (:meth:`UDI.prediction`). The controller is measured on the
+follower's parameters (encoder and head) on the first mini-batch of each epoch (``controller="epoch"``, the
+seed's), on every one (``"step"``), or not at all (``"static"``: both weights 0.5).
+
+The pieces are checked against closed forms and autograd, and the stages against the loop
+(``tests/test_udi.py``).
 """
 
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["CLUBEstimator", "dynamic_loss_weights", "js_divergence"]
+from ..errors import UnknownNameError
+from ..models import ModelOutput
+from .base import Method, TrainState
+
+__all__ = ["CLUBEstimator", "UDI", "dynamic_loss_weights", "js_divergence"]
+
+CONTROLLERS = ("epoch", "step", "static")
 
 
 def js_divergence(anchor_logits: torch.Tensor, follower_logits: torch.Tensor) -> torch.Tensor:
@@ -119,3 +142,185 @@ def dynamic_loss_weights(classification: Sequence[torch.Tensor],
     aligned = torch.stack(aligned)
     total = aligned.sum()
     return aligned / total if total > 0 else torch.zeros_like(aligned)
+
+
+class UDI(Method):
+    """UDI: the anchor modality alone, then the follower with consistency and complementarity losses."""
+
+    name = "udi"
+    needs_unimodal_heads = True
+
+    def __init__(self, anchor: str = "auto", anchor_epochs: int | None = None, controller: str = "epoch",
+                 consistency: bool = True, complementarity: bool = True, restart_follower: bool = True,
+                 estimator_lr: float = 1e-3):
+        if controller not in CONTROLLERS:
+            raise UnknownNameError("udi controller", controller, CONTROLLERS)
+        if anchor_epochs is not None and (isinstance(anchor_epochs, bool) or not isinstance(anchor_epochs, int)
+                                          or anchor_epochs < 1):
+            raise ValueError(f"anchor_epochs must be a whole number of epochs >= 1 (or None: half the run), "
+                             f"got {anchor_epochs!r}")
+        if not estimator_lr > 0:
+            raise ValueError(f"estimator_lr must be positive, got {estimator_lr!r}")
+        self.anchor_option, self.anchor_epochs_option = anchor, anchor_epochs
+        self.controller, self.use_consistency, self.use_complementarity = controller, consistency, complementarity
+        self.restart_follower, self.estimator_lr = restart_follower, estimator_lr
+        self.stage_epochs = 0  # set by setup
+        self.anchor: str | None = None  # chosen at the end of stage 1
+        self.weights = torch.tensor([0.5, 0.5], dtype=torch.float64)  # alpha_con, alpha_com
+        self.estimator: CLUBEstimator | None = None
+        self.estimator_optimizer: torch.optim.Optimizer | None = None
+        self._pair: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def modalities(self, available: Sequence[str]) -> list[str]:
+        if len(available) != 2:
+            raise ValueError(f"udi trains one anchor and one follower: it needs two modalities, got {list(available)}")
+        if self.anchor_option != "auto" and self.anchor_option not in available:
+            raise UnknownNameError("anchor modality", self.anchor_option, ["auto", *available])
+        return list(available)
+
+    # -- stages ------------------------------------------------------------------------------------
+    def setup(self, state: TrainState) -> None:
+        epochs = state.num_epochs // 2 if self.anchor_epochs_option is None else self.anchor_epochs_option
+        if not 1 <= epochs < state.num_epochs:
+            raise ValueError(f"udi needs at least one epoch of each stage: anchor_epochs={epochs} of a "
+                             f"{state.num_epochs}-epoch run")
+        self.stage_epochs = epochs
+        features = {m: head.in_features for m, head in state.model.unimodal_heads.items()}
+        first, second = list(features)
+        self.estimator = CLUBEstimator(features[first], features[second]).to(state.device)
+        self.estimator_optimizer = torch.optim.Adam(self.estimator.parameters(), lr=self.estimator_lr)
+
+    def anchor_stage(self, state: TrainState) -> bool:
+        return state.epoch < self.stage_epochs
+
+    @property
+    def follower(self) -> str | None:
+        return None if self.anchor is None else next(m for m in self._modalities if m != self.anchor)
+
+    def on_epoch_start(self, state: TrainState) -> None:
+        self._modalities = list(state.model.modalities)
+        if state.epoch == self.stage_epochs and self.anchor is not None and self.restart_follower:
+            self._restart(state, self.follower)
+        if not self.anchor_stage(state):
+            state.model.encoders[self.anchor].eval()  # frozen: its BatchNorm statistics stay as they were
+
+    def _restart(self, state: TrainState, modality: str) -> None:
+        """The follower's encoder and head drawn afresh, as the model's were (the original scripts'
+        initialisation, seeded from the run's own generator: a resumed run draws the same), its BatchNorm
+        statistics reset and its momentum dropped."""
+        from ..models.encoders import init_weights
+
+        seed = int(torch.randint(0, 2 ** 31 - 1, (1,), generator=state.generator, device=state.device).item())
+        modules = [state.model.encoders[modality], state.model.unimodal_heads[modality]]
+        devices = [state.device] if state.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):  # the run's global random state is left as it was
+            torch.manual_seed(seed)
+            for module in modules:
+                for layer in module.modules():
+                    if isinstance(layer, nn.modules.batchnorm._BatchNorm):
+                        layer.reset_running_stats()
+                init_weights(module)
+        for module in modules:
+            for p in module.parameters():
+                state.optimizer.state.pop(p, None)
+
+    def on_epoch_end(self, state: TrainState, evaluate) -> dict[str, float]:
+        out = {"train/udi/anchor_stage": float(self.anchor_stage(state))}
+        if state.epoch == self.stage_epochs - 1:  # the anchor: the best modality on validation, or the named one
+            if self.anchor_option == "auto":
+                val = evaluate("val")
+                self.anchor = max(self._modalities, key=lambda m: (val[f"val/acc/{m}"], -self._modalities.index(m)))
+            else:
+                self.anchor = self.anchor_option
+        for m in self._modalities:
+            out[f"train/udi/anchor/{m}"] = float(self.anchor == m)
+        return out
+
+    # -- losses ------------------------------------------------------------------------------------
+    def losses(self, output: ModelOutput, labels: torch.Tensor, state: TrainState) -> dict[str, torch.Tensor]:
+        if self.anchor_stage(state):
+            return {f"unimodal/{m}": F.cross_entropy(h, labels) for m, h in output.unimodal_logits.items()}
+        anchor, follower = self.anchor, self.follower
+        with torch.no_grad():  # the frozen anchor: no gradient reaches its encoder or head
+            anchor_features = output.features[anchor].detach()
+            anchor_logits = state.model.unimodal_heads[anchor](anchor_features)
+        follower_features = output.features[follower]
+        terms = {f"unimodal/{follower}": F.cross_entropy(output.unimodal_logits[follower], labels)}
+        if self.use_consistency:
+            terms["consistency"] = js_divergence(anchor_logits, output.unimodal_logits[follower])
+        if self.use_complementarity:
+            x, y = self._oriented(anchor_features, follower_features)
+            # no reward below 0: mutual information is never negative, so an estimate below it is the
+            # estimator's error, which the follower would otherwise exploit without bound (features run off
+            # until the loss is NaN) while the estimator, a step behind, cannot follow
+            terms["complementarity"] = self.estimator.mutual_information(x, y).clamp(min=0.0)
+        self._pair = (anchor_features, follower_features.detach())
+        if self.controller == "step" or (self.controller == "epoch" and state.step % state.steps_per_epoch == 0):
+            self._measure_weights(terms, follower, state)
+        return terms
+
+    def _oriented(self, anchor_features: torch.Tensor, follower_features: torch.Tensor):
+        """(x, y) in the estimator's order (it is built for the dataset's first modality as x)."""
+        first = self._modalities[0]
+        return (anchor_features, follower_features) if self.anchor == first else (follower_features, anchor_features)
+
+    def _measure_weights(self, terms: dict[str, torch.Tensor], follower: str, state: TrainState) -> None:
+        """The dynamic controller on the follower's parameters (encoder and head)."""
+        auxiliary = [k for k in ("consistency", "complementarity") if k in terms]
+        if not auxiliary:
+            return
+        params = [p for p in (*state.model.encoders[follower].parameters(),
+                              *state.model.unimodal_heads[follower].parameters()) if p.requires_grad]
+
+        def grads(loss):
+            g = torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True)
+            return [torch.zeros_like(p) if gi is None else gi for p, gi in zip(params, g)]
+
+        measured = dynamic_loss_weights(grads(terms[f"unimodal/{follower}"]), [grads(terms[k]) for k in auxiliary])
+        weights = dict(zip(auxiliary, measured.tolist()))
+        self.weights = torch.tensor([weights.get("consistency", 0.0), weights.get("complementarity", 0.0)],
+                                    dtype=torch.float64)
+
+    def loss_weights(self) -> dict[str, float]:
+        """alpha_con and alpha_com as the follower's loss uses them now."""
+        if self.controller == "static":
+            return {"consistency": 0.5, "complementarity": 0.5}
+        return {"consistency": float(self.weights[0]), "complementarity": float(self.weights[1])}
+
+    def total_loss(self, losses: dict[str, torch.Tensor], state: TrainState) -> torch.Tensor:
+        if self.anchor_stage(state):
+            return torch.stack(list(losses.values())).sum()
+        alpha = self.loss_weights()
+        for name, weight in alpha.items():
+            if name in losses:
+                state.log(f"train/udi/alpha/{name}", weight)
+        return sum((alpha[k] * v if k in alpha else v) for k, v in losses.items())
+
+    def on_step_end(self, state: TrainState) -> None:
+        """The CLUB estimator's own step: maximum likelihood on the step's detached feature pairs."""
+        if self._pair is None or not self.use_complementarity:
+            return
+        x, y = self._oriented(*self._pair)
+        self.estimator_optimizer.zero_grad(set_to_none=True)
+        loss = self.estimator.learning_loss(x, y)
+        loss.backward()
+        self.estimator_optimizer.step()
+        state.log("train/udi/estimator_nll", loss.detach())
+        self._pair = None
+
+    def prediction(self, output: ModelOutput) -> torch.Tensor:
+        """The book's choice (the seed says none): the sum of the modalities' heads' logits."""
+        return torch.stack(list(output.unimodal_logits.values())).sum(0)
+
+    # -- resuming ----------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {"stage_epochs": self.stage_epochs, "anchor": self.anchor, "weights": self.weights.clone(),
+                "estimator": self.estimator.state_dict(), "estimator_optimizer": self.estimator_optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state["stage_epochs"] != self.stage_epochs:
+            raise ValueError(f"the checkpoint trained its anchor for {state['stage_epochs']} epochs, this run for "
+                             f"{self.stage_epochs}")
+        self.anchor, self.weights = state["anchor"], state["weights"]
+        self.estimator.load_state_dict(state["estimator"])
+        self.estimator_optimizer.load_state_dict(state["estimator_optimizer"])

@@ -124,11 +124,12 @@ class _EpochLog:
 
 @torch.no_grad()
 def evaluate(model: MultimodalClassifier, batches: ResidentBatches, num_classes: int,
-             prefix: str) -> dict[str, float]:
+             prefix: str, prediction: Callable[[ModelOutput], torch.Tensor] | None = None) -> dict[str, float]:
     """Fused accuracy, macro-F1 and cross-entropy, and each modality's accuracy: from its
     unimodal head when the model has one (with that head's cross-entropy,
     ``loss/unimodal/<m>``), else from its share ``s^m`` of the fused logits
-    (``share_acc`` is logged for every model)."""
+    (``share_acc`` is logged for every model). ``prediction(output)``: the logits the model
+    predicts with (a method's :meth:`~mmlab.methods.Method.prediction`; default the fused head's)."""
     was_training = model.training
     model.eval()
     preds, share_preds, head_preds, labels_all = [], defaultdict(list), defaultdict(list), []
@@ -136,10 +137,11 @@ def evaluate(model: MultimodalClassifier, batches: ResidentBatches, num_classes:
     head_loss_sums: dict[str, torch.Tensor] = defaultdict(float)
     for inputs, labels in batches.epoch():
         out = model(inputs)
-        loss_sum += torch.nn.functional.cross_entropy(out.logits, labels, reduction="sum")
+        logits = out.logits if prediction is None else prediction(out)
+        loss_sum += torch.nn.functional.cross_entropy(logits, labels, reduction="sum")
         for m, h in out.unimodal_logits.items():
             head_loss_sums[m] += torch.nn.functional.cross_entropy(h, labels, reduction="sum")
-        preds.append(out.logits.argmax(1))
+        preds.append(logits.argmax(1))
         for m, s in out.shares.items():
             share_preds[m].append(s.argmax(1))
         for m, h in out.unimodal_logits.items():
@@ -320,7 +322,7 @@ def _train_runs(configs: list[RunConfig], methods: list[Method] | None, *, devic
                 raise UnknownNameError("split", split, ["train", *evaluated])
             # the training samples in their order, without augmentation, and no extra copy of them
             eval_batches["train"] = train_batches.for_evaluation(eval_batch_size(device))
-        return evaluate(run.model, eval_batches[split], spec.num_classes, split)
+        return evaluate(run.model, eval_batches[split], spec.num_classes, split, run.method.prediction)
 
     for run in runs:  # a method may evaluate at any of its hooks (G-Blending, before an epoch)
         run.state.evaluate = lambda split, run=run: run_eval(run, split)
@@ -554,7 +556,7 @@ def _device_step(runs: list[_Run], batches, stacked, autocast, check_every: int,
         run.log("train/loss", total)
         for name, value in losses.items():
             run.log(f"train/loss/{name}", value)
-        run.correct += (output.logits.detach().argmax(1) == labels).sum()
+        run.correct += (run.method.prediction(output).detach().argmax(1) == labels).sum()
 
 
 def stacked_per_loss_encoder_gradients(
