@@ -6,7 +6,7 @@
   effects the chapters discuss to show, far short of the papers' protocol.
 * ``sensitivity`` -- chapter 1's study of CG-MNIST's unknown knobs: the ``quick`` profile's
   sizes and optimiser, one seed, its records committed (like ``full``'s), since the whole study
-  is about an hour of CPU.
+  is 25 runs, about 1.5 hours of one CPU core.
 * ``full``  -- the papers' protocol (for CG-MNIST: all training images, SGD lr 1e-3,
   momentum 0.9 as MMPareto's App. B says, and PMR's 100 epochs). Meant for a GPU.
 
