@@ -35,6 +35,17 @@ FIT_METHOD = "joint"
 CALIBRATION_PROBES = (0.3, 0.5, 1.0)
 
 
+def calibration_configs(seeds: Sequence[int] = (0, 1, 2), profile: str = "full") -> list:
+    """The calibration runs: :data:`FIT_METHOD` under protocol ``mmlab-1`` (test agreement 0.1), each also
+    evaluated at :data:`CALIBRATION_PROBES` (``python -m mmlab sweep --method joint --dataset cgmnist --profile
+    full --data-option probe_agreements=[0.3,0.5,1.0] --seed ...``)."""
+    from .config import RunConfig
+
+    return [RunConfig.from_profile(dataset="cgmnist", method=FIT_METHOD, seed=seed, profile=profile,
+                                   dataset_options={"probe_agreements": list(CALIBRATION_PROBES)})
+            for seed in seeds]
+
+
 def _test_accuracy(entry: dict[str, Any], agreement: float, modality: str | None = None) -> float:
     """Accuracy in ``entry`` (a record's ``final`` or one epoch of its ``history``) on the test split
     of ``agreement``: the plain test split at 0.1 (the first protocol's colouring), else the probe."""
