@@ -81,3 +81,18 @@ def test_the_curve_sets_measured_probes_beside_the_line():
     assert math.isclose(fused.at[0.5, "line (%)"], 100 * (0.3 + 0.4 / 0.9 * 0.6))
     assert math.isclose(fused.at[0.5, "measured (%)"], 62.0)
     assert set(curve.modality) == {"fused", "gray"}
+
+
+def test_the_heldout_table_shows_the_fitted_row_by_construction_and_never_fills_a_missing_row():
+    from mmlab.calibration import heldout_table
+
+    calibration = [record(0.30, 0.98, seed=0), record(0.38, 1.00, seed=1)]
+    fit = fit_test_agreement(calibration, 60.5)
+    heldout = [{"label": "uniform", "final": {"test/acc": a}} for a in (0.70, 0.74)]
+    table = heldout_table(calibration, heldout, fit.value, {"joint": (60.5, 0), "uniform": (75.68, 0),
+                                                            "mmpareto": (81.88, 0)})
+    assert table.loc["joint", "row"] == "fitted" and table.loc["joint", "ours (%)"] == "60.50 ± 3.93"  # 57.72 and 63.28
+    assert table.loc["joint", "difference (points)"] == "+0.00"
+    assert table.loc["uniform", "ours (%)"] == "72.00 ± 2.83" and table.loc["uniform", "difference (points)"] == "-3.68"
+    assert table.loc["mmpareto", "ours (%)"] == "missing" and table.loc["mmpareto", "difference (points)"] == ""
+    assert table.loc["mmpareto", "row"] == "held out"
