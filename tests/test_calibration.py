@@ -96,3 +96,21 @@ def test_the_heldout_table_shows_the_fitted_row_by_construction_and_never_fills_
     assert table.loc["uniform", "ours (%)"] == "72.00 ± 2.83" and table.loc["uniform", "difference (points)"] == "-3.68"
     assert table.loc["mmpareto", "ours (%)"] == "missing" and table.loc["mmpareto", "difference (points)"] == ""
     assert table.loc["mmpareto", "row"] == "held out"
+
+
+def test_the_heldout_summary_measures_the_rows_against_the_aim():
+    import pandas as pd
+
+    from mmlab.calibration import heldout_summary
+
+    table = pd.DataFrame({"row": ["fitted", "held out", "held out", "held out"],
+                          "ours (%)": ["60.50 ± 1.00", "72.00", "85.00", "missing"],
+                          "published acc (%)": [60.5, 75.68, 79.35, 81.88],
+                          "difference (points)": ["+0.00", "-3.68", "+5.65", ""]},
+                         index=["joint", "uniform", "pcgrad", "mmpareto"])
+    text = heldout_summary(table)
+    assert text.startswith("2 of 3 held-out rows recorded: their mean absolute difference from the published figure "
+                           "is 4.67 points")
+    assert "the largest 5.65" in text and "Kendall's tau against the published order is 1.00" in text
+    none = table.assign(**{"ours (%)": ["60.50", "missing", "missing", "missing"]})
+    assert heldout_summary(none).startswith("No held-out row is recorded")
