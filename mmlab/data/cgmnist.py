@@ -285,6 +285,8 @@ class Protocol:
     name: str
     description: str
     settings: Mapping[str, object] = field(default_factory=dict)
+    #: the keys of the calibration records its fitted value came from (``mmlab.calibration``), if any
+    fitted_on: tuple[str, ...] = ()
 
     def values(self) -> dict[str, object]:
         """Every knob's value under this protocol."""
