@@ -114,3 +114,34 @@ def test_the_heldout_summary_measures_the_rows_against_the_aim():
     assert "the largest 5.65" in text and "Kendall's tau against the published order is 1.00" in text
     none = table.assign(**{"ours (%)": ["60.50", "missing", "missing", "missing"]})
     assert heldout_summary(none).startswith("No held-out row is recorded")
+
+
+def test_the_frozen_protocol_is_the_fit_of_the_committed_calibration_runs_it_names():
+    """mmlab-2's test agreement is what fit_test_agreement gives on the calibration records it names (rounded to
+    three decimals), the joint loss's 60.50 the only row fitted; every other knob is mmlab-1's."""
+    from pathlib import Path
+
+    from mmlab.calibration import calibration_configs
+    from mmlab.data.cgmnist import get_protocol
+    from mmlab.reference import CGMNIST_PUBLISHED
+    from mmlab.results import ResultsStore
+
+    frozen = get_protocol("mmlab-2")
+    store = ResultsStore(Path(__file__).resolve().parent.parent / "results")
+    records = [r for r in (store.load(c) for c in calibration_configs()) if r is not None and r["key"] in frozen.fitted_on]
+    assert {r["key"] for r in records} == set(frozen.fitted_on) and records
+    fit = fit_test_agreement(records, CGMNIST_PUBLISHED["joint"][0])
+    assert frozen.settings == {"test_agreement": round(fit.value, 3)}
+    first = get_protocol("mmlab-1").values()
+    assert {k: v for k, v in frozen.values().items() if v != first[k]} == {"test_agreement": round(fit.value, 3)}
+
+
+def test_the_heldout_runs_are_the_six_other_rows_under_the_frozen_protocol():
+    from mmlab.calibration import HELDOUT_METHODS, heldout_configs
+    from mmlab.reference import CGMNIST_PUBLISHED
+    from mmlab.results import data_protocol
+
+    configs = heldout_configs()
+    assert {c.method for c in configs} == set(CGMNIST_PUBLISHED) - {"joint"} == set(HELDOUT_METHODS)
+    assert len(configs) == 18 and {c.seed for c in configs} == {0, 1, 2} and {c.profile for c in configs} == {"full"}
+    assert {data_protocol(c.to_dict()) for c in configs} == {"mmlab-2"}
