@@ -90,9 +90,11 @@ def _add_sweep_parser(sub) -> None:
                    help="method specs (repeatable); required unless --plan")
     s.add_argument("--plan", action="store_true",
                    help="every run of each dataset's reproduction table (the reproduction chapter; mmlab.reproduction)")
-    s.add_argument("--study", choices=["sensitivity"],
-                   help="every run of chapter 1's study of CG-MNIST's unknown knobs (mmlab.sensitivity; "
-                        "profile 'sensitivity' unless --profile names another)")
+    s.add_argument("--study", choices=["sensitivity", "calibration", "heldout"],
+                   help="chapter 1's runs of CG-MNIST's unknown generator: 'sensitivity', the study of its knobs "
+                        "(mmlab.sensitivity; profile sensitivity); 'calibration', the joint loss evaluated at several "
+                        "test agreements; 'heldout', the six other rows of Table 3 under the frozen protocol mmlab-2 "
+                        "(mmlab.calibration; profile full). --profile and --seed choose others")
     s.add_argument("--dataset", nargs="+", action="extend", metavar="DATASET",
                    help="dataset specs (default: cgmnist)")
     s.add_argument("--seed", nargs="+", action="extend", type=int, metavar="SEED",
@@ -171,13 +173,18 @@ def _reproduction_plan(args, overrides):
 
 
 def _knob_study(args, overrides):
+    from .calibration import calibration_configs, heldout_configs
     from .sensitivity import STUDY_PROFILE, study_configs
 
     if args.method or args.plan or args.data_option or args.dataset or overrides:
         raise ValueError("--study trains the study's own runs: leave out --method, --plan, --dataset, "
                          "--data-option, --epochs and --set")
-    return [config for profile in args.profile or [STUDY_PROFILE]
-            for seed in args.seed or [0] for config in study_configs(profile, seed)]
+    if args.study == "sensitivity":
+        return [config for profile in args.profile or [STUDY_PROFILE]
+                for seed in args.seed or [0] for config in study_configs(profile, seed)]
+    make = calibration_configs if args.study == "calibration" else heldout_configs
+    return [config for profile in args.profile or ["full"]
+            for config in make(seeds=args.seed or (0, 1, 2), profile=profile)]
 
 
 def _add_preprocess_parser(sub) -> None:

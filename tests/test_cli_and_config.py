@@ -249,3 +249,17 @@ def test_a_data_folder_named_on_the_command_line_that_does_not_exist_is_an_error
     err = capsys.readouterr().err
     assert f"The data folder {tmp_path / 'nowhere'} (given as --data, or root= in Python) does not exist" in err
     assert not list(results_dir.rglob("*.json"))  # nothing trained
+
+
+def test_the_studies_of_chapter_1_are_sweeps_of_their_own(capsys):
+    from pathlib import Path
+
+    results = str(Path(__file__).resolve().parent.parent / "results")
+    assert main(["sweep", "--study", "sensitivity", "--dry-run", "--results", results]) == 0
+    assert "25 runs: 25 recorded, 0 to train" in capsys.readouterr().out  # chapter 1's figure is committed
+    assert main(["sweep", "--study", "calibration", "--seed", "0", "--dry-run", "--results", results]) == 0
+    assert "1 run: 1 recorded, 0 to train" in capsys.readouterr().out
+    assert main(["sweep", "--study", "heldout", "--dry-run", "--results", results]) == 0
+    assert capsys.readouterr().out.startswith("18 runs:")
+    assert main(["sweep", "--study", "heldout", "--method", "joint", "--dry-run"]) == 2
+    assert "--study trains the study's own runs" in capsys.readouterr().err
