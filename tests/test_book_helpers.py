@@ -46,7 +46,7 @@ def test_tables_name_rows_as_the_prose_does_and_keep_the_ids_for_code():
 
     assert row_title("uniform") == "Uniform baseline" and row_title("unimodal-gray") == "Gray alone"
     assert row_title("ogm_ge") == "OGM-GE" and row_title("mgda") == "Conventional Pareto (MGDA)"
-    assert row_title("not-a-method") == "not-a-method" and row_title("udi") == "udi"
+    assert row_title("not-a-method") == "not-a-method" and row_title("no_such_method") == "no_such_method"
     assert len({row_title(m) for m in METHOD_TITLES}) == len(METHOD_TITLES)  # no two rows under one name
 
     table = pd.DataFrame({"acc (%)": [1.0, 2.0]}, index=pd.Index(["uniform", "mgda"], name="method"))
