@@ -229,8 +229,9 @@ def test_a_record_without_a_protocol_name_reads_as_the_first_protocol():
     from mmlab.results import ResultsStore, data_protocol, record_protocol
 
     committed = ResultsStore(Path(__file__).resolve().parent.parent / "results").records(profile="full", dataset="cgmnist")
-    assert committed and all("data_protocol" not in r for r in committed)  # made before protocols had names
-    assert {record_protocol(r) for r in committed} == {"mmlab-1"}
+    older = [r for r in committed if "data_protocol" not in r]  # made before protocols had names
+    assert len(older) >= 36 and {record_protocol(r) for r in older} == {"mmlab-1"}
+    assert all(record_protocol(r) == r["data_protocol"] for r in committed if "data_protocol" in r)
     assert data_protocol({"dataset": "cgmnist", "dataset_options": {"palette_spread": 0.5}}) == \
         "mmlab-1 with palette_spread=0.5"
     assert data_protocol({"dataset": "avdigits", "dataset_options": {}}) is None  # a dataset without protocols
