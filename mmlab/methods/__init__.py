@@ -8,7 +8,7 @@ import numbers
 from typing import Any, Callable, Sequence
 
 from ..errors import UnknownNameError
-from .base import Method, TrainState  # noqa: F401
+from .base import Method, TrainState, reinitialize_toward  # noqa: F401
 from .agm import AGM
 from .baselines import JointLoss, UniformBaseline, Unimodal
 from .gradient_integration import MMPareto, ConventionalPareto, PCGrad
@@ -20,6 +20,8 @@ from .ogm import OGMGE, OPM
 from .pmr import PMR
 from .pretrain_finetune import PretrainFinetune
 from .udi import UDI
+from .mla import MLA
+from .relearning import DiagnoseRelearn
 
 METHODS: dict[str, Callable[..., Method]] = {
     "joint": JointLoss,
@@ -39,6 +41,8 @@ METHODS: dict[str, Callable[..., Method]] = {
     "mmtm": MMTMJoint,
     "greedy": Greedy,
     "udi": UDI,
+    "mla": MLA,
+    "relearning": DiagnoseRelearn,
 }
 
 #: How prose and captions name each method: the papers' words, not the registry's ids.
@@ -60,6 +64,8 @@ METHOD_TITLES: dict[str, str] = {
     "mmtm": "MMTM with the joint loss",
     "greedy": "Greedy",
     "udi": "UDI",
+    "mla": "MLA",
+    "relearning": "Diagnosing & Re-learning",
 }
 
 

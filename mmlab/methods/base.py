@@ -4,6 +4,7 @@ A *method* is a small object that plugs into declared hooks of
 :func:`mmlab.training.train`; no method copies the loop. One training step is::
 
     on_epoch_start(state)                               # once per epoch
+    for state.substep in method.substeps(state):        # one optimiser step each (default: one)
     output = model(inputs, intervene=...)               # forward-time intervention
     losses = method.losses(output, labels, state)       # named loss terms
     total  = method.total_loss(losses, state)
@@ -14,8 +15,10 @@ A *method* is a small object that plugs into declared hooks of
     else:
         total.backward()
     method.transform_gradients(output, labels, state)   # per modality's parameter group
-    optimizer.step(); method.on_step_end(state)
-    logs = method.on_epoch_end(state, evaluate)          # once per epoch
+    optimizer.step()                                    # (end of a substep)
+    method.on_step_end(state)
+    logs = method.on_epoch_end(state, evaluate)          # once per epoch; may re-initialise
+                                                        # (reinitialize_toward) from state.features
 
 Which later method needs which hook (../shared/reference/HOOKS.md):
 
@@ -27,8 +30,9 @@ hook                       used by
 ``fusion``                 Greedy (the model with MMTM cross-modal modules)
 ``setup``                  GradNorm / uncertainty weighting (extra parameters or
                            optimiser), Greedy (checks the model)
-``intervene``              OPM (drop a modality's features), MLA (one modality
-                           per step)
+``intervene``              OPM (drop a modality's features)
+``substeps``               MLA (one optimiser step per modality, in turn, on each
+                           batch)
 ``losses``/``total_loss``  every method; G-Blending and GradNorm re-weight
 ``combine_encoder_         MMPareto, MGDA, PCGrad (integrate g_m and g_u per
 gradients``                encoder)
@@ -38,7 +42,9 @@ gradients``                encoder)
                            input into the slower branch for the next steps),
                            GradNorm updates
 ``on_epoch_start/end``     OGM-GE window, G-Blending weights (``state.evaluate``),
-                           UDI / ReconBoost stages
+                           UDI / ReconBoost stages; Diagnosing & Re-learning
+                           (``state.features``: every split's features, then
+                           :func:`reinitialize_toward` its encoders)
 ``prediction``             UDI (the sum of the unimodal heads' logits: no fused head)
 ``state_dict``             anything the method must carry across a resume
 ``capturable``,            a step a CUDA graph may replay (mmlab.training.graph):
@@ -80,6 +86,11 @@ class TrainState:
     #: ``evaluate(split)``: the metrics of ``"train"``, ``"val"`` or ``"test"`` for the model as it is
     #: now (the ``evaluate`` that ``on_epoch_end`` receives, for hooks that need it earlier)
     evaluate: Callable[[str], dict] | None = None
+    #: ``features(split)``: ``(z, labels)``, every modality's encoder features ``z[m]`` (``[N, d]``) of
+    #: the whole split, in its order, with the model in evaluation mode (Diagnosing & Re-learning)
+    features: Callable[[str], tuple[dict[str, torch.Tensor], torch.Tensor]] | None = None
+    #: the substep being trained (one of :meth:`Method.substeps`; ``None`` for a method with one)
+    substep: Any = None
 
     def log(self, name: str, value: Any) -> None:
         """Record ``value`` (number or 0-d tensor) under ``name``; averaged per epoch."""
@@ -114,6 +125,12 @@ class Method:
 
     def setup(self, state: TrainState) -> None:
         """Called once after the model and optimiser exist (and before a resume)."""
+
+    def substeps(self, state: TrainState) -> Sequence[Any]:
+        """The optimiser steps each training batch gets: for each, the loop sets ``state.substep`` and runs
+        the forward pass, the losses, the backward pass, :meth:`transform_gradients` and the optimiser step
+        (MLA: one per modality, in turn). Training accuracy is counted on the last. Default: one step."""
+        return (None,)
 
     def on_epoch_start(self, state: TrainState) -> None:
         """Called before each training epoch."""
@@ -168,3 +185,18 @@ class Method:
 
     def describe(self) -> str:
         return (self.__doc__ or self.name).strip().splitlines()[0]
+
+
+@torch.no_grad()
+def reinitialize_toward(parameters: Sequence[torch.nn.Parameter], initial: Sequence[torch.Tensor],
+                        strength: float) -> None:
+    """Soft re-initialisation: every parameter moves a fraction ``strength`` of the way back to its
+    initial value, :math:`\\theta \\leftarrow (1 - \\alpha)\\theta + \\alpha\\theta_0` (Diagnosing &
+    Re-learning, Wei et al., ECCV 2024). ``strength`` 0 leaves them as they are, 1 restores
+    ``initial``; the optimiser's state is left as it is."""
+    if not 0.0 <= strength <= 1.0:
+        raise ValueError(f"a re-initialisation strength lies in [0, 1], got {strength!r}")
+    if len(parameters) != len(initial):
+        raise ValueError(f"{len(parameters)} parameters but {len(initial)} initial values")
+    for p, p0 in zip(parameters, initial):
+        p.lerp_(p0.to(p.device, p.dtype), strength)

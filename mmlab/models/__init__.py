@@ -2,6 +2,6 @@
 
 from .classifier import ModelOutput, MultimodalClassifier, ParameterGroups  # noqa: F401
 from .encoders import ConvEncoder, init_weights  # noqa: F401
-from .fusion import ConcatFusion  # noqa: F401
+from .fusion import ConcatFusion, SharedHeadFusion  # noqa: F401
 from .mmtm import MMTM, MMTMClassifier  # noqa: F401
 from .zoo import build_model  # noqa: F401

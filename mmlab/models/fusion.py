@@ -49,3 +49,27 @@ class ConcatFusion(nn.Module):
             m: F.linear(features[m], weight[:, cols], share_of_bias)
             for m, cols in self._column_slices().items()
         }
+
+
+class SharedHeadFusion(nn.Module):
+    """One linear head shared by every modality, ``h(z) = W z + b``, and the fused logits the sum of its
+    outputs, ``f(x) = sum_m h(z^m)`` (MLA, Zhang et al., CVPR 2024: the modalities are trained one after
+    another through this head). Each modality's share is ``s^m = h(z^m)``, its own prediction;
+    the shares add up to :meth:`forward`. Every modality's features must have the same size."""
+
+    def __init__(self, feature_dims: Mapping[str, int], num_classes: int):
+        super().__init__()
+        sizes = set(feature_dims.values())
+        if len(sizes) != 1:
+            raise ValueError(f"a shared head needs features of one size for every modality, got {dict(feature_dims)}")
+        self.modalities = tuple(feature_dims)
+        self.feature_dims = dict(feature_dims)
+        self.linear = nn.Linear(sizes.pop(), num_classes)
+
+    def forward(self, features: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """The fused logits: the sum of the head's outputs on each modality's features."""
+        return torch.stack(list(self.modality_shares(features).values())).sum(0)
+
+    def modality_shares(self, features: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """``s^m = h(z^m)``: the shared head on one modality's features."""
+        return {m: self.linear(features[m]) for m in self.modalities}

@@ -10,7 +10,7 @@ from ..data.registry import DatasetSpec
 from ..errors import UnknownNameError
 from .classifier import MultimodalClassifier
 from .encoders import ConvEncoder, init_weights
-from .fusion import ConcatFusion
+from .fusion import ConcatFusion, SharedHeadFusion
 from .mmtm import MMTMClassifier
 
 FEATURE_DIM = 512
@@ -54,6 +54,7 @@ ENCODERS: dict[str, Callable[[str, int], nn.Module]] = {
 FUSIONS: dict[str, type[MultimodalClassifier]] = {
     "concat": MultimodalClassifier,
     "mmtm": MMTMClassifier,
+    "shared_head": MultimodalClassifier,  # one head shared by the modalities (MLA, chapter 6)
 }
 
 
@@ -61,13 +62,15 @@ def build_model(
     spec: DatasetSpec, modalities: Sequence[str], unimodal_heads: bool, fusion: str = "concat"
 ) -> MultimodalClassifier:
     """Encoders for ``modalities``, concatenation fusion (with MMTM modules between the
-    encoders' stages if ``fusion="mmtm"``), and (optionally) one linear head per modality;
+    encoders' stages if ``fusion="mmtm"``; one head shared by the modalities if
+    ``fusion="shared_head"``), and (optionally) one linear head per modality;
     initialised as the original scripts do."""
     if fusion not in FUSIONS:
         raise UnknownNameError("fusion", fusion, FUSIONS)
     make_encoder = ENCODERS.get(spec.name, _conv_encoder)
     encoders = {m: make_encoder(m, spec.modalities[m]) for m in modalities}
-    head = ConcatFusion({m: FEATURE_DIM for m in modalities}, spec.num_classes)
+    fusion_head = SharedHeadFusion if fusion == "shared_head" else ConcatFusion
+    head = fusion_head({m: FEATURE_DIM for m in modalities}, spec.num_classes)
     heads = (
         {m: nn.Linear(FEATURE_DIM, spec.num_classes) for m in modalities}
         if unimodal_heads else None

@@ -168,6 +168,22 @@ def evaluate(model: MultimodalClassifier, batches: ResidentBatches, num_classes:
     return metrics
 
 
+@torch.no_grad()
+def encode_split(model: MultimodalClassifier, batches: ResidentBatches
+                 ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """Every modality's encoder features of a whole split, in its order (``[N, d]`` each), and its
+    labels, with the model in evaluation mode (:attr:`~mmlab.methods.TrainState.features`)."""
+    was_training = model.training
+    model.eval()
+    features, labels = defaultdict(list), []
+    for inputs, y in batches.epoch(0):
+        for m, z in model.encode(inputs).items():
+            features[m].append(z.float())
+        labels.append(y)
+    model.train(was_training)
+    return {m: torch.cat(z) for m, z in features.items()}, torch.cat(labels)
+
+
 def default_checkpoint_dir() -> Path:
     env = os.environ.get("MMLAB_CHECKPOINTS")
     if env:
@@ -308,7 +324,8 @@ def _train_runs(configs: list[RunConfig], methods: list[Method] | None, *, devic
     if stack:
         from ..models.stacked import StackedEncoders, stackable
 
-        if len({r.start_epoch for r in runs}) > 1 or not stackable(runs[0].model):  # one after the other,
+        several_substeps = len(runs[0].method.substeps(runs[0].state)) > 1  # (MLA) a step per modality
+        if len({r.start_epoch for r in runs}) > 1 or not stackable(runs[0].model) or several_substeps:  # one after the other,
             # each with a method object of its own (these ones have been set up on the models above)
             return [_train_runs([c], None, device=device, checkpoint_dir=checkpoint_dir, data_root=data_root,
                                 progress=progress, callbacks=callbacks, deadline=deadline, stack=False,
@@ -316,16 +333,23 @@ def _train_runs(configs: list[RunConfig], methods: list[Method] | None, *, devic
                     for c in configs]
         stacked = StackedEncoders([r.model for r in runs])
 
-    def run_eval(run: _Run, split: str) -> dict[str, float]:
+    def batches_of(split: str) -> ResidentBatches:
         if split not in eval_batches:
             if split != "train":
                 raise UnknownNameError("split", split, ["train", *evaluated])
             # the training samples in their order, without augmentation, and no extra copy of them
             eval_batches["train"] = train_batches.for_evaluation(eval_batch_size(device))
-        return evaluate(run.model, eval_batches[split], spec.num_classes, split, run.method.prediction)
+        return eval_batches[split]
+
+    def run_eval(run: _Run, split: str) -> dict[str, float]:
+        return evaluate(run.model, batches_of(split), spec.num_classes, split, run.method.prediction)
+
+    def run_features(run: _Run, split: str):
+        return encode_split(run.model, batches_of(split))
 
     for run in runs:  # a method may evaluate at any of its hooks (G-Blending, before an epoch)
         run.state.evaluate = lambda split, run=run: run_eval(run, split)
+        run.state.features = lambda split, run=run: run_features(run, split)
 
     measure = first.measure_imbalance  # the greedy-learner measures (chapter 2), if asked for
     if measure:
@@ -490,7 +514,17 @@ def _train_step(runs: list[_Run], batches, stacked, autocast, check_every: int, 
     step, probe_every = runs[0].state.step, runs[0].config.grad_probe_every
     probe = bool(probe_every) and step % probe_every == 0
     full = all(len(labels) == run.config.batch_size for run, (_, labels) in zip(runs, batches))
-    if captured is None or probe or not full:
+    substeps = runs[0].method.substeps(runs[0].state)
+    if len(substeps) > 1:  # several optimiser steps on this batch (MLA), one after another
+        if len(runs) > 1:
+            raise ValueError(f"method {runs[0].method.name!r} takes {len(substeps)} optimiser steps per batch: "
+                             "train its runs one at a time (no stacking)")
+        for k, substep in enumerate(substeps):
+            runs[0].state.substep = substep
+            _device_step(runs, batches, stacked, autocast, check_every, log_learning_speeds, probe and k == 0,
+                         count=k == len(substeps) - 1)
+        runs[0].state.substep = None
+    elif captured is None or probe or not full:
         _device_step(runs, batches, stacked, autocast, check_every, log_learning_speeds, probe)
     else:
         captured.step(batches)
@@ -501,11 +535,12 @@ def _train_step(runs: list[_Run], batches, stacked, autocast, check_every: int, 
 
 
 def _device_step(runs: list[_Run], batches, stacked, autocast, check_every: int, log_learning_speeds,
-                 probe: bool) -> None:
+                 probe: bool, count: bool = True) -> None:
     """The device's part of one step of every run: forward, losses, gradients, the method's gradient
     hooks, the optimiser step and the step's logs. With ``check_every`` 0 it never waits for the
     device, so a CUDA graph can capture it (:mod:`mmlab.training.graph`); the host's part (step
-    counters, ``on_step_end``) is :func:`_train_step`'s."""
+    counters, ``on_step_end``) is :func:`_train_step`'s. ``count``: whether the step's correct predictions
+    count towards the training accuracy (the last substep of a batch only)."""
     outputs, all_losses, totals = [], [], []
     with autocast:
         features = None
@@ -556,7 +591,8 @@ def _device_step(runs: list[_Run], batches, stacked, autocast, check_every: int,
         run.log("train/loss", total)
         for name, value in losses.items():
             run.log(f"train/loss/{name}", value)
-        run.correct += (run.method.prediction(output).detach().argmax(1) == labels).sum()
+        if count:
+            run.correct += (run.method.prediction(output).detach().argmax(1) == labels).sum()
 
 
 def stacked_per_loss_encoder_gradients(
