@@ -242,3 +242,61 @@ def test_relearning_resumes_after_a_re_learning_epoch_to_the_same_run(tiny_confi
         train(config, checkpoint_dir=tmp_path / "resumed", progress=False, callbacks=[crash])
     resumed = train(config, checkpoint_dir=tmp_path / "resumed", progress=False)
     assert without_timing(resumed["history"]) == without_timing(straight["history"])
+
+
+# -- ReconBoost ---------------------------------------------------------------------------------------
+from mmlab.methods.reconboost import boosting_loss
+
+
+def test_the_boosting_loss_is_the_cross_entropy_weighted_by_what_the_others_miss():
+    torch.manual_seed(0)
+    logits, others, labels = torch.randn(6, 4), torch.randn(6, 4), torch.randint(0, 4, (6,))
+    q = others.softmax(-1)[torch.arange(6), labels]
+    ce = torch.nn.functional.cross_entropy(logits, labels, reduction="none")
+    assert torch.allclose(boosting_loss(logits, others, labels, 5.0, 1.0), ((5.0 - q) * ce).mean() / 4)
+    assert torch.allclose(boosting_loss(logits, None, labels, 5.0, 1.0), ((5.0 - 0.25) * ce).mean() / 4)
+    # an ensemble certain of the right label, with w2 = w1: nothing left to learn, no gradient
+    sure = torch.nn.functional.one_hot(labels, 4).float() * 100
+    x = logits.clone().requires_grad_()
+    boosting_loss(x, sure, labels, 1.0, 1.0).backward()
+    assert x.grad.abs().max() < 1e-12
+
+
+def test_reconboost_s_schedule_alternates_stages_and_rectifications():
+    method = build_method("reconboost", ["gray", "color"], stage_epochs=2, rectify_epochs=1)
+    method._modalities = ("gray", "color")
+    phases = [method.phase(e) for e in range(7)]
+    assert phases == [(0, "gray", False), (0, "gray", False), (0, "gray", True), (1, "color", False),
+                      (1, "color", False), (1, "color", True), (2, "gray", False)]
+    assert [method.ensemble_members(e) for e in (0, 2, 3, 5)] == [[], ["gray"], ["gray"], ["gray", "color"]]
+
+
+def test_reconboost_trains_only_the_staged_modality_s_encoder_and_resumes_to_the_same_run(tiny_config, tmp_path):
+    config = tiny_config("reconboost", epochs=3, train_size=256,
+                         method_options={"stage_epochs": 1, "rectify_epochs": 1})
+    snapshots = {}
+
+    def keep(epoch, metrics):
+        snapshots[epoch] = copy.deepcopy(torch.load(tmp_path / "straight" / f"{config.key}.pt", weights_only=False)["model"])
+
+    straight = train(config, checkpoint_dir=tmp_path / "straight", progress=False, callbacks=[keep])
+    params = lambda m: [k for k in snapshots[0] if k.startswith(f"encoders.{m}.") and "running" not in k
+                        and "num_batches" not in k]  # noqa: E731
+    # epoch 3 (index 2) is color's stage: gray's encoder parameters stay, color's move
+    assert all(torch.equal(snapshots[1][k], snapshots[2][k]) for k in params("gray"))
+    assert any(not torch.equal(snapshots[1][k], snapshots[2][k]) for k in params("color"))
+    assert [h["train/reconboost/boosting/gray"] for h in straight["history"]] == [1.0, 0.0, 0.0]
+
+    def crash(epoch, metrics):
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(config, checkpoint_dir=tmp_path / "resumed", progress=False, callbacks=[crash])
+    resumed = train(config, checkpoint_dir=tmp_path / "resumed", progress=False)
+    assert without_timing(resumed["history"]) == without_timing(straight["history"])
+
+
+def test_reconboost_refuses_a_run_too_short_for_every_modality_to_have_a_stage(tiny_config):
+    with pytest.raises(ValueError, match="need at least 12 epochs, this run has 2"):
+        train(tiny_config("reconboost", epochs=2), progress=False)

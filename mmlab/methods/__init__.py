@@ -22,6 +22,7 @@ from .pretrain_finetune import PretrainFinetune
 from .udi import UDI
 from .mla import MLA
 from .relearning import DiagnoseRelearn
+from .reconboost import ReconBoost
 
 METHODS: dict[str, Callable[..., Method]] = {
     "joint": JointLoss,
@@ -43,6 +44,7 @@ METHODS: dict[str, Callable[..., Method]] = {
     "udi": UDI,
     "mla": MLA,
     "relearning": DiagnoseRelearn,
+    "reconboost": ReconBoost,
 }
 
 #: How prose and captions name each method: the papers' words, not the registry's ids.
@@ -66,6 +68,7 @@ METHOD_TITLES: dict[str, str] = {
     "udi": "UDI",
     "mla": "MLA",
     "relearning": "Diagnosing & Re-learning",
+    "reconboost": "ReconBoost",
 }
 
 
