@@ -22,6 +22,19 @@ from .profiles import get_profile
 PRECISIONS = ("fp32", "bf16")
 
 
+def method_label(method: str, options: Mapping[str, Any]) -> str:
+    """A run's readable name: the method and its options' values in the order of their names
+    (``unimodal-gray``, ``ogm_ge-0.8``); an option that is a flag reads as its name, or ``no_`` and its name
+    (``udi-no_complementarity``), so that two flags off do not read alike."""
+    def word(key: str, value: Any) -> str:
+        if isinstance(value, bool):
+            return key if value else f"no_{key}"
+        return str(value)
+
+    opts = "-".join(word(k, v) for k, v in sorted(options.items()))
+    return f"{method}-{opts}" if opts else method
+
+
 @dataclass(frozen=True)
 class RunConfig:
     dataset: str = "cgmnist"
@@ -167,9 +180,8 @@ class RunConfig:
 
     @property
     def label(self) -> str:
-        """A readable name: the method, and its options (``unimodal-gray``)."""
-        opts = "-".join(str(v) for _, v in sorted(self.method_options.items()))
-        return f"{self.method}-{opts}" if opts else self.method
+        """A readable name: the method, and its options (``unimodal-gray``; see :func:`method_label`)."""
+        return method_label(self.method, self.method_options)
 
     def with_(self, **changes: Any) -> "RunConfig":
         return replace(self, **changes)

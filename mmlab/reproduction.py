@@ -18,7 +18,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import pandas as pd
 
 from .analysis import final_table
-from .config import RunConfig
+from .config import RunConfig, method_label
 from .profiles import resolve_profile
 from .reference import published
 
@@ -30,8 +30,7 @@ class Planned:
 
     @property
     def label(self) -> str:  # the same rule as RunConfig.label
-        opts = "-".join(str(v) for _, v in sorted(self.method_options.items()))
-        return f"{self.method}-{opts}" if opts else self.method
+        return method_label(self.method, self.method_options)
 
 
 def _unimodal(modality: str) -> Planned:
@@ -103,6 +102,25 @@ def reproduction_configs(dataset: str, profile: str | None = None, seeds: Sequen
     return [RunConfig.from_profile(dataset=dataset, method=p.method, method_options=p.method_options,
                                    seed=seed, profile=prof.name, **settings)
             for p in plan(dataset, methods) for seed in (prof.seeds if seeds is None else seeds)]
+
+
+#: chapter 6's training schedules, recorded per seed in the full profile (``sweep --study schedules``)
+SCHEDULES: list[Planned] = [Planned("udi"), Planned("mla"), Planned("reconboost"), Planned("relearning")]
+#: UDI's ablations (the seed's), recorded for one seed
+UDI_ABLATIONS: list[Planned] = [Planned("udi", {"anchor": "color"}), Planned("udi", {"controller": "static"}),
+                                Planned("udi", {"complementarity": False}), Planned("udi", {"consistency": False})]
+
+
+def schedule_configs(profile: str = "full", seeds: Sequence[int] = (0, 1, 2), dataset: str = "cgmnist",
+                     ablation_seeds: Sequence[int] = (0,)) -> list[RunConfig]:
+    """Chapter 6's records: each schedule for ``seeds``, UDI's ablations for ``ablation_seeds``; on
+    CG-MNIST (the default) or the audio-visual digits."""
+    runs = [(p, seed) for p in SCHEDULES for seed in seeds]
+    if dataset == "cgmnist":
+        runs += [(p, seed) for p in UDI_ABLATIONS for seed in ablation_seeds]
+    settings = RUN_SETTINGS.get(dataset, {})
+    return [RunConfig.from_profile(dataset=dataset, method=p.method, method_options=p.method_options, seed=seed,
+                                   profile=profile, **settings) for p, seed in runs]
 
 
 def _mean_std(mean: float, std: float | None) -> str:

@@ -264,3 +264,27 @@ def test_the_studies_of_chapter_1_are_sweeps_of_their_own(capsys):
     assert capsys.readouterr().out.startswith("18 runs:")
     assert main(["sweep", "--study", "heldout", "--method", "joint", "--dry-run"]) == 2
     assert "--study trains the study's own runs" in capsys.readouterr().err
+
+
+def test_chapter_6_s_records_are_a_sweep_of_their_own_with_the_ablations_told_apart(capsys, tmp_path):
+    assert main(["sweep", "--study", "schedules", "--dry-run", "--results", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("16 runs: 0 recorded, 16 to train")
+    for label in ("udi-color", "udi-static", "udi-no_complementarity", "udi-no_consistency", "mla", "reconboost",
+                  "relearning"):
+        assert f" {label} " in out
+    assert main(["sweep", "--study", "schedules", "--dataset", "avdigits", "--seed", "0", "--dry-run",
+                 "--results", str(tmp_path)]) == 0
+    assert capsys.readouterr().out.startswith("4 runs:")
+    assert main(["sweep", "--study", "schedules", "--method", "joint", "--dry-run"]) == 2
+
+
+def test_a_flag_option_reads_as_its_name_so_that_two_flags_off_do_not_share_a_label():
+    from mmlab import RunConfig
+    from mmlab.reproduction import Planned
+
+    off = [RunConfig.from_profile(method="udi", method_options={k: False}).label for k in ("complementarity", "consistency")]
+    assert off == ["udi-no_complementarity", "udi-no_consistency"]
+    assert RunConfig.from_profile(method="mla", method_options={"projection": True}).label == "mla-projection"
+    assert RunConfig.from_profile(method="ogm_ge", method_options={"alpha": 0.8}).label == "ogm_ge-0.8"
+    assert Planned("udi", {"consistency": False}).label == off[1]
