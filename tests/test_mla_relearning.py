@@ -105,7 +105,7 @@ class StepSpy:
         state.optimizer.step = spied
 
 
-def test_mla_takes_one_optimiser_step_per_modality_each_touching_only_that_encoder(tiny_config):
+def test_mla_takes_one_optimiser_step_per_modality_each_touching_only_that_encoder(tiny_config, tmp_path):
     config = tiny_config("mla", epochs=1, train_size=128)
     method = build_method("mla", ["gray", "color"])
     spy = StepSpy(method)
@@ -116,7 +116,7 @@ def test_mla_takes_one_optimiser_step_per_modality_each_touching_only_that_encod
         spy.install(state)
 
     method.setup = setup
-    record = train(config, method=method, progress=False)
+    record = train(config, method=method, checkpoint_dir=tmp_path, progress=False)
     steps = record["history"][-1]["step"]
     assert len(spy.calls) == 2 * steps
     assert spy.calls[:4] == [("gray", {"gray"}), ("color", {"color"}), ("gray", {"gray"}), ("color", {"color"})]
@@ -297,6 +297,6 @@ def test_reconboost_trains_only_the_staged_modality_s_encoder_and_resumes_to_the
     assert without_timing(resumed["history"]) == without_timing(straight["history"])
 
 
-def test_reconboost_refuses_a_run_too_short_for_every_modality_to_have_a_stage(tiny_config):
+def test_reconboost_refuses_a_run_too_short_for_every_modality_to_have_a_stage(tiny_config, tmp_path):
     with pytest.raises(ValueError, match="need at least 12 epochs, this run has 2"):
-        train(tiny_config("reconboost", epochs=2), progress=False)
+        train(tiny_config("reconboost", epochs=2), checkpoint_dir=tmp_path, progress=False)

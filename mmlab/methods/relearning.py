@@ -119,8 +119,9 @@ class DiagnoseRelearn(Method):
                 keep = torch.randperm(len(labels), generator=state.generator, device=labels.device)
                 keep = keep[:self.diagnosis_samples]
                 features, labels = {m: z[keep] for m, z in features.items()}, labels[keep]
-            classes = int(labels.max()) + 1
-            purity[split] = {m: cluster_purity(kmeans(scale_features(z), classes, generator=state.generator), labels)
+            # as many clusters as classes (fewer for a split with fewer samples, where purity means little)
+            clusters = min(int(labels.max()) + 1, len(labels))
+            purity[split] = {m: cluster_purity(kmeans(scale_features(z), clusters, generator=state.generator), labels)
                              for m, z in features.items()}
         return purity
 
