@@ -99,11 +99,13 @@ def _close_histories(a, b, rtol=2e-3, atol=2e-3):
 @pytest.mark.parametrize("method, options", [
     ("joint", {}), ("uniform", {}), ("mmpareto", {}), ("ogm_ge", {}), ("opm", {}), ("gradnorm", {}), ("pmr", {}),
     ("gblending", {"super_epoch": 1}), ("agm", {"alpha": 0.5}), ("unimodal", {"modality": "gray"}),
-    ("pretrain_finetune", {"pretrain_epochs": 1})])
+    ("pretrain_finetune", {"pretrain_epochs": 1}), ("relearning", {"relearn_every": 1}),
+    ("reconboost", {"stage_epochs": 1, "rectify_epochs": 1})])
 def test_stacked_runs_are_the_runs_trained_one_by_one(method, options, tiny_config, tmp_path, float64):
     # each a different hook: plain, heads, per-loss gradients, gradient transform with noise,
-    # intervention with randomness, a learned loss weighting; one epoch of 8 steps (float64 is slow)
-    epochs = 2 if method == "pretrain_finetune" else 1  # one epoch of each stage
+    # intervention with randomness, a learned loss weighting, re-initialisation from the split's features,
+    # epoch stages; one epoch of 8 steps (float64 is slow)
+    epochs = {"pretrain_finetune": 2, "relearning": 2, "reconboost": 3}.get(method, 1)  # every stage once
     configs = [tiny_config(method, seed=seed, method_options=options, epochs=epochs) for seed in (0, 1)]
     together = train_stacked(configs, checkpoint_dir=tmp_path / "together", progress=False)
     for config, record in zip(configs, together):
@@ -144,8 +146,11 @@ def test_a_stacked_training_resumes_and_its_checkpoints_resume_alone(tiny_config
     assert "stacked_runs" not in mixed[0]["provenance"]
 
 
-def test_greedy_falls_back_to_one_run_after_the_other(tiny_config, tmp_path):
-    configs = [tiny_config("greedy", seed=seed, epochs=1) for seed in (0, 1)]
+@pytest.mark.parametrize("method, options, epochs", [("greedy", {}, 1), ("udi", {"anchor_epochs": 1}, 2)])
+def test_greedy_and_udi_fall_back_to_one_run_after_the_other(method, options, epochs, tiny_config, tmp_path):
+    """Greedy connects its encoders; UDI freezes a different anchor per run (in evaluation mode, which the
+    stacked encoders would not see): asked to stack, their runs train one after another."""
+    configs = [tiny_config(method, seed=seed, epochs=epochs, method_options=options) for seed in (0, 1)]
     records = train_stacked(configs, checkpoint_dir=tmp_path / "s", progress=False)
     alone = train(configs[1], checkpoint_dir=tmp_path / "a", progress=False)
     assert "stacked_runs" not in records[1]["provenance"]

@@ -112,6 +112,11 @@ class Method:
     #: state that changes between steps, and log tensors only. Read from the class itself: a subclass
     #: must declare it again.
     capturable = False
+    #: whether several seeds of this method may train as one stacked model (mmlab.models.stacked): the
+    #: stacked encoders run in training mode, each model's encoders alike, so a method that puts one
+    #: encoder of one run in evaluation mode (UDI's frozen anchor, a different one per run) must not
+    #: stack; its runs asked to stack train one after another
+    stackable = True
 
     def modalities(self, available: Sequence[str]) -> list[str]:
         """Which of the dataset's modalities the model is built with."""

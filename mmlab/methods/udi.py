@@ -149,6 +149,7 @@ class UDI(Method):
 
     name = "udi"
     needs_unimodal_heads = True
+    stackable = False  # each run freezes its own anchor, in evaluation mode (mmlab.methods.base.Method.stackable)
 
     def __init__(self, anchor: str = "auto", anchor_epochs: int | None = None, controller: str = "epoch",
                  consistency: bool = True, complementarity: bool = True, restart_follower: bool = True,

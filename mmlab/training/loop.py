@@ -325,7 +325,8 @@ def _train_runs(configs: list[RunConfig], methods: list[Method] | None, *, devic
         from ..models.stacked import StackedEncoders, stackable
 
         several_substeps = len(runs[0].method.substeps(runs[0].state)) > 1  # (MLA) a step per modality
-        if len({r.start_epoch for r in runs}) > 1 or not stackable(runs[0].model) or several_substeps:  # one after the other,
+        if (len({r.start_epoch for r in runs}) > 1 or not stackable(runs[0].model) or several_substeps
+                or not runs[0].method.stackable):  # one after the other,
             # each with a method object of its own (these ones have been set up on the models above)
             return [_train_runs([c], None, device=device, checkpoint_dir=checkpoint_dir, data_root=data_root,
                                 progress=progress, callbacks=callbacks, deadline=deadline, stack=False,
