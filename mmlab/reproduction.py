@@ -123,6 +123,19 @@ def schedule_configs(profile: str = "full", seeds: Sequence[int] = (0, 1, 2), da
                                    profile=profile, **settings) for p, seed in runs]
 
 
+def schedule_table(records: Sequence[Mapping[str, Any]], dataset: str = "cgmnist",
+                   profile: str = "full") -> pd.DataFrame:
+    """Chapter 6's recorded runs (:func:`schedule_configs`) as :func:`reproduction_table` shows a plan: per
+    schedule and ablation, our mean ± std over the recorded seeds, or *missing*; a record with other settings
+    (another profile, protocol or option) is not one of them. No published column: the papers' figures for
+    these methods come from other protocols (chapter 7 lists them apart)."""
+    configs = schedule_configs(profile, dataset=dataset)
+    keys = {c.key for c in configs}
+    labels = list(dict.fromkeys(c.label for c in configs))
+    return reproduction_table([r for r in records if r.get("key") in keys], dataset, labels=labels,
+                              beside_published=False, planned=labels)
+
+
 def _mean_std(mean: float, std: float | None) -> str:
     if pd.isna(mean):
         return ""
@@ -139,7 +152,8 @@ def short_device(description: str) -> str:
 
 
 def reproduction_table(records: Sequence[Mapping[str, Any]], dataset: str,
-                       labels: Sequence[str] | None = None, beside_published: bool | None = None) -> pd.DataFrame:
+                       labels: Sequence[str] | None = None, beside_published: bool | None = None,
+                       planned: Iterable[str] | None = None) -> pd.DataFrame:
     """One row per planned run and per published method of ``dataset``: our mean ± std over seeds
     (accuracy, macro-F1, each modality; the std is the sample std, over seeds), the device(s) it was
     trained on, the published figure, the difference, and a status.
@@ -147,7 +161,8 @@ def reproduction_table(records: Sequence[Mapping[str, Any]], dataset: str,
     ``records`` are the recorded runs to show (e.g. ``ResultsStore().records(profile="full",
     dataset=...)``); runs of other datasets are ignored. The published figures and the difference are
     shown only beside ``full``-profile records (``beside_published=None``: when every record is one), so a
-    quick or smoke run is never set against a paper's number as if it reproduced it.
+    quick or smoke run is never set against a paper's number as if it reproduced it. ``planned``: the labels
+    whose absence reads *missing* (default: the dataset's plan); any other reads *not implemented*.
     """
     records = [r for r in records if r["config"]["dataset"] == dataset]
     if beside_published is None:
@@ -157,7 +172,7 @@ def reproduction_table(records: Sequence[Mapping[str, Any]], dataset: str,
     rows = []
     order = list(labels) if labels is not None else [p.label for p in PLANS.get(dataset, [])]
     order += [m for m in pub.index if m not in order] if beside_published else []
-    implemented = {p.label for p in PLANS.get(dataset, [])}
+    implemented = set(planned) if planned is not None else {p.label for p in PLANS.get(dataset, [])}
     from .data.registry import get_dataset
 
     modality_columns = [m for m in get_dataset(dataset).modalities if f"acc/{m} (%)" in ours.columns]

@@ -206,3 +206,26 @@ def test_summary_says_whether_level_and_order_are_reproduced():
     quick = [{**r, "config": {**r["config"], "profile": "quick"}} for r in close]
     empty = reproduction_summary(quick, "cgmnist")  # only full-profile records count
     assert empty["level"] is None and empty["order"] is None and len(empty["missing"]) == len(PLANS["cgmnist"])
+
+
+def test_chapter_6_s_table_shows_recorded_schedules_and_leaves_the_others_missing():
+    from mmlab.reproduction import schedule_configs, schedule_table
+
+    configs = {(c.label, c.seed): c for c in schedule_configs("full")}
+
+    def record(label, seed, acc, other_settings=False):
+        c = configs[(label, seed)]
+        r = _record(label, seed, acc)
+        r["config"] = {**r["config"], "method": c.method, "method_options": dict(c.method_options)}
+        r["key"] = "other" if other_settings else c.key
+        return r
+
+    table = schedule_table([record("udi", 0, 0.6), record("udi", 1, 0.8), record("mla", 0, 0.5, other_settings=True),
+                            record("udi-no_consistency", 0, 0.4)])
+    assert list(table.index) == ["udi", "mla", "reconboost", "relearning", "udi-color", "udi-static",
+                                 "udi-no_complementarity", "udi-no_consistency"]
+    assert table.loc["udi", "status"] == "recorded" and table.loc["udi", "acc (%)"] == "70.00 ± 14.14"
+    assert table.loc["mla", "status"] == "missing"  # a record with other settings is not one of the planned runs
+    assert set(table.loc[["reconboost", "relearning", "udi-color"], "status"]) == {"missing"}
+    assert table.loc["udi-no_consistency", "acc (%)"] == "40.00"
+    assert "published acc (%)" not in table.columns  # the papers' figures are another protocol's
