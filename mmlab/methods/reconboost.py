@@ -24,7 +24,10 @@ trained so far) trains with the cross-entropy of :math:`\\sum_k f_k`. The predic
 :class:`ReconBoost` is the method, through the loop's epoch hooks (no copy of the loop): epochs are spent in
 the order stage of modality 1 (``stage_epochs``), rectification (``rectify_epochs``), stage of modality 2,
 rectification, ... (the original's 4 and 4). The learners share the ``shared_head`` model's head (the original
-code's ``common_space``), so :math:`f_m` is the model's share ``s^m``.
+code's ``common_space``), so :math:`f_m` is the model's share ``s^m``. One difference from the released code
+remains, a property of the one loop: there each stage and each rectification builds a fresh SGD optimiser (its
+momentum restarts; weight decay 5e-4), here the run's one optimiser keeps its momentum across stages (and the
+profile's weight decay).
 """
 
 from __future__ import annotations
