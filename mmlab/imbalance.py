@@ -33,10 +33,17 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
 import torch
 
-from .models import MultimodalClassifier
+from .models import ModelOutput, MultimodalClassifier
 
 if TYPE_CHECKING:  # the training package imports this module: no import cycle at run time
     from .training.batches import ResidentBatches
+
+#: what a model predicts with, from one forward pass's output (a method's ``prediction`` hook)
+Prediction = Callable[[ModelOutput], torch.Tensor]
+
+
+def _predicted(output: ModelOutput, prediction: Prediction | None) -> torch.Tensor:
+    return output.logits if prediction is None else prediction(output)
 
 
 def conditional_utilization_rate(acc_both: float, acc_without: float) -> float:
@@ -99,10 +106,12 @@ def branch_dominance_ratios(model) -> dict[str, torch.Tensor]:
 
 @torch.no_grad()
 def mean_features(model: MultimodalClassifier, batches: ResidentBatches,
-                  accuracy: dict[str, float] | None = None) -> dict[str, torch.Tensor]:
+                  accuracy: dict[str, float] | None = None, prediction: Prediction | None = None
+                  ) -> dict[str, torch.Tensor]:
     """Each modality's average feature vector ``z^m`` over ``batches`` (eval mode), as the
     model's forward pass computes it. If ``accuracy`` is a dict, the fused accuracy of the
-    same pass is stored in ``accuracy["acc"]``."""
+    same pass is stored in ``accuracy["acc"]`` (of ``prediction(output)``, a method's
+    :meth:`~mmlab.methods.Method.prediction`; default the fused head's logits)."""
     was_training = model.training
     model.eval()
     sums: dict[str, torch.Tensor] = {}
@@ -115,7 +124,7 @@ def mean_features(model: MultimodalClassifier, batches: ResidentBatches,
 
     for inputs, labels in batches.epoch():
         out = model(inputs, intervene=capture)
-        correct += int((out.logits.argmax(1) == labels).sum())
+        correct += int((_predicted(out, prediction).argmax(1) == labels).sum())
         count += len(labels)
     model.train(was_training)
     if accuracy is not None:
@@ -125,7 +134,7 @@ def mean_features(model: MultimodalClassifier, batches: ResidentBatches,
 
 @torch.no_grad()
 def accuracy_without(model: MultimodalClassifier, batches: ResidentBatches,
-                     replaced: Mapping[str, torch.Tensor]) -> float:
+                     replaced: Mapping[str, torch.Tensor], prediction: Prediction | None = None) -> float:
     """Accuracy of the fused prediction with the features of the modalities in
     ``replaced`` set to the given vectors (e.g. their training means); in a model with
     cross-modal connections, their inputs to the other branches are replaced by their
@@ -141,7 +150,7 @@ def accuracy_without(model: MultimodalClassifier, batches: ResidentBatches,
     with (cross(replaced.keys()) if cross is not None and replaced else nullcontext()):
         for inputs, labels in batches.epoch():
             out = model(inputs, intervene=substitute)
-            correct += int((out.logits.argmax(1) == labels).sum())
+            correct += int((_predicted(out, prediction).argmax(1) == labels).sum())
             total += len(labels)
     model.train(was_training)
     return correct / total
@@ -172,21 +181,24 @@ def probe_batches(split, modalities: Sequence[str], device, size: int = UTILIZAT
     return ResidentBatches(head, modalities, batch_size, device)
 
 
-def imbalance_metrics(model: MultimodalClassifier, batches: Mapping[str, ResidentBatches]) -> dict[str, float]:
+def imbalance_metrics(model: MultimodalClassifier, batches: Mapping[str, ResidentBatches],
+                      prediction: Prediction | None = None) -> dict[str, float]:
     """Per split ``s`` in ``batches``: ``s/utilization/<m>`` = ``u(m | the others)`` and
     ``s/acc_without/<m>`` = the fused accuracy with ``m`` replaced by its mean over the same
     samples. One pass over the samples for a late-fusion model (its features do not depend
     on each other, so the fusion is simply applied again); 1 + M passes with cross-modal
-    connections."""
+    connections. ``prediction(output)``: what the model predicts with (a method's
+    :meth:`~mmlab.methods.Method.prediction`: UDI's sum of heads, MLA's entropy-weighted fusion); default the
+    fused head's logits."""
     out: dict[str, float] = {}
     for split, b in batches.items():
         if hasattr(model, "replacing_cross_modal_inputs"):
             acc: dict[str, float] = {}
-            means = mean_features(model, b, accuracy=acc)
+            means = mean_features(model, b, accuracy=acc, prediction=prediction)
             both = acc["acc"]
-            without = {m: accuracy_without(model, b, {m: means[m]}) for m in model.modalities}
+            without = {m: accuracy_without(model, b, {m: means[m]}, prediction) for m in model.modalities}
         else:
-            both, without = _late_fusion_accuracies(model, b)
+            both, without = _late_fusion_accuracies(model, b, prediction)
         for m in model.modalities:
             out[f"{split}/acc_without/{m}"] = without[m]
             out[f"{split}/utilization/{m}"] = (conditional_utilization_rate(both, without[m])
@@ -195,7 +207,8 @@ def imbalance_metrics(model: MultimodalClassifier, batches: Mapping[str, Residen
 
 
 @torch.no_grad()
-def _late_fusion_accuracies(model: MultimodalClassifier, batches: ResidentBatches) -> tuple[float, dict[str, float]]:
+def _late_fusion_accuracies(model: MultimodalClassifier, batches: ResidentBatches,
+                            prediction: Prediction | None = None) -> tuple[float, dict[str, float]]:
     """The fused accuracy, and with each modality's features replaced by their mean, from one pass."""
     was_training = model.training
     model.eval()
@@ -215,7 +228,8 @@ def _late_fusion_accuracies(model: MultimodalClassifier, batches: ResidentBatche
     y = torch.cat(labels)
 
     def accuracy(f):
-        return int((model.fusion(f).argmax(1) == y).sum()) / len(y)
+        logits = model.fusion(f) if prediction is None else prediction(model.fuse(f))
+        return int((logits.argmax(1) == y).sum()) / len(y)
 
     means = {m: v.mean(0, keepdim=True) for m, v in z.items()}
     return accuracy(z), {m: accuracy({**z, m: means[m].expand_as(z[m])}) for m in model.modalities}

@@ -158,3 +158,28 @@ def test_one_pass_late_fusion_utilization_agrees_with_the_pass_per_modality():
                             abs_tol=1e-9)
     assert math.isclose(fast["test/utilization/gray"], utilization_rates(model, batches, batches)["gray"],
                         abs_tol=1e-9)
+
+
+def test_utilization_is_measured_on_what_the_method_predicts_with():
+    """UDI trains no fused head: its utilisation rates must come from its own prediction (the sum of its heads),
+    not from the untrained fused head. Here the fused head reads only "b", the prediction only "a"."""
+    from mmlab.models.classifier import MultimodalClassifier as Classifier
+
+    torch.manual_seed(0)
+    n = 120
+    labels = torch.randint(0, 3, (n,))
+    informative = (torch.nn.functional.one_hot(labels, 3).float() * 255).to(torch.uint8)
+    noise = (torch.rand(n, 3) * 255).to(torch.uint8)
+    heads = {"a": torch.nn.Linear(3, 3), "b": torch.nn.Linear(3, 3)}
+    model = Classifier({"a": _Copy(), "b": _Copy()}, ConcatFusion({"a": 3, "b": 3}, 3), heads)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.zero_()
+        model.fusion.linear.weight[:, 3:] = torch.eye(3) * 10  # the fused head reads "b" only
+        model.unimodal_heads["a"].weight.copy_(torch.eye(3) * 10)  # the heads' sum reads "a" only
+    split = _Split({"a": informative, "b": noise}, labels)
+    probe = probe_batches(split, ["a", "b"], torch.device("cpu"), size=100, batch_size=30)
+    fused = imbalance_metrics(model, {"val": probe})
+    assert fused["val/utilization/a"] == 0.0
+    own = imbalance_metrics(model, {"val": probe}, prediction=lambda out: sum(out.unimodal_logits.values()))
+    assert own["val/utilization/b"] == 0.0 and own["val/acc_without/b"] == 1.0 and own["val/utilization/a"] > 0.5

@@ -413,7 +413,9 @@ def _train_runs(configs: list[RunConfig], methods: list[Method] | None, *, devic
             for split in evaluated:
                 metrics.update(run_eval(run, split))
             if measure:
-                metrics.update(imbalance_metrics(run.model, probes))
+                # what the method predicts with, where it is not the fused head (UDI, MLA, ReconBoost)
+                own = type(run.method).prediction is not Method.prediction
+                metrics.update(imbalance_metrics(run.model, probes, run.method.prediction if own else None))
             metrics.update(run.method.on_epoch_end(run.state, lambda split, run=run: run_eval(run, split)) or {})
             run.history.append(metrics)
             save_checkpoint(run.checkpoint_path, {
