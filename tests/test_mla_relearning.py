@@ -10,7 +10,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import without_timing
+from conftest import straight_and_resumed, without_timing
 from mmlab.errors import UnknownNameError
 from mmlab.methods import build_method, reinitialize_toward
 from mmlab.methods.mla import entropy_fusion_weights, projector_update
@@ -126,15 +126,7 @@ def test_mla_takes_one_optimiser_step_per_modality_each_touching_only_that_encod
 
 
 def test_mla_resumes_to_the_same_run(tiny_config, tmp_path):
-    config = tiny_config("mla", epochs=2, train_size=128)
-    straight = train(config, checkpoint_dir=tmp_path / "straight", progress=False)
-
-    def crash(epoch, metrics):
-        raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        train(config, checkpoint_dir=tmp_path / "resumed", progress=False, callbacks=[crash])
-    resumed = train(config, checkpoint_dir=tmp_path / "resumed", progress=False)
+    straight, resumed = straight_and_resumed(tiny_config("mla", epochs=2, train_size=128), tmp_path)
     assert without_timing(resumed["history"]) == without_timing(straight["history"])
 
 
@@ -232,15 +224,7 @@ def test_relearning_moves_each_encoder_back_toward_its_initial_parameters_by_its
 
 def test_relearning_resumes_after_a_re_learning_epoch_to_the_same_run(tiny_config, tmp_path):
     config = tiny_config("relearning", epochs=3, train_size=256, method_options={"relearn_every": 1})
-    straight = train(config, checkpoint_dir=tmp_path / "straight", progress=False)
-
-    def crash(epoch, metrics):
-        if epoch == 1:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        train(config, checkpoint_dir=tmp_path / "resumed", progress=False, callbacks=[crash])
-    resumed = train(config, checkpoint_dir=tmp_path / "resumed", progress=False)
+    straight, resumed = straight_and_resumed(config, tmp_path)  # interrupted after the first re-learning
     assert without_timing(resumed["history"]) == without_timing(straight["history"])
 
 
@@ -287,13 +271,7 @@ def test_reconboost_trains_only_the_staged_modality_s_encoder_and_resumes_to_the
     assert any(not torch.equal(snapshots[1][k], snapshots[2][k]) for k in params("color"))
     assert [h["train/reconboost/boosting/gray"] for h in straight["history"]] == [1.0, 0.0, 0.0]
 
-    def crash(epoch, metrics):
-        if epoch == 1:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        train(config, checkpoint_dir=tmp_path / "resumed", progress=False, callbacks=[crash])
-    resumed = train(config, checkpoint_dir=tmp_path / "resumed", progress=False)
+    _, resumed = straight_and_resumed(config, tmp_path / "again")  # interrupted after gray's stage
     assert without_timing(resumed["history"]) == without_timing(straight["history"])
 
 
