@@ -42,7 +42,8 @@ def calibration_configs(seeds: Sequence[int] = (0, 1, 2), profile: str = "full")
     from .config import RunConfig
 
     return [RunConfig.from_profile(dataset="cgmnist", method=FIT_METHOD, seed=seed, profile=profile,
-                                   dataset_options={"probe_agreements": list(CALIBRATION_PROBES)})
+                                   dataset_options={"protocol": "mmlab-1",
+                                                    "probe_agreements": list(CALIBRATION_PROBES)})
             for seed in seeds]
 
 

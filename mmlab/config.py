@@ -74,8 +74,14 @@ class RunConfig:
     ) -> "RunConfig":
         """A config with the profile's sizes and optimiser, then ``overrides``.
 
+        ``dataset_options`` are the dataset's run defaults (``DatasetSpec.run_defaults``: CG-MNIST's current
+        protocol, ``mmlab-2``), then the profile's for the dataset (the full profile's CG-MNIST runs also evaluate
+        the first protocol's test set and the digits in their own colours), then the options given, each
+        replacing the one before (``{"protocol": "mmlab-1"}``: the first protocol). An option at its implicit
+        value (``DatasetSpec.implicit_options``) is left out, so the config equals the one its record loads as.
         Names are checked here, so a typo fails before any training starts.
         """
+        from .data.registry import DATASETS
         from .profiles import resolve_profile
 
         prof = resolve_profile(profile)
@@ -86,11 +92,15 @@ class RunConfig:
                 f"Unknown RunConfig {'field' if len(unknown) == 1 else 'fields'} {sorted(unknown)}; valid: {sorted(known)}"
             )
         base = prof.settings_for(dataset)
+        options = {**(DATASETS[dataset].run_defaults if dataset in DATASETS else {}),
+                   **base.pop("dataset_options", {}), **dict(dataset_options or {})}
+        implicit = DATASETS[dataset].implicit_options if dataset in DATASETS else {}
+        options = {k: v for k, v in options.items() if not (k in implicit and implicit[k] == v)}  # as from_dict
         base.update(overrides)
         config = cls(
             dataset=dataset, method=method, seed=int(seed), profile=prof.name,
             method_options=dict(method_options or {}),
-            dataset_options=dict(dataset_options or {}), **base,
+            dataset_options=options, **base,
         )
         config.validate()
         return config

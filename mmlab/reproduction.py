@@ -19,6 +19,7 @@ import pandas as pd
 
 from .analysis import final_table
 from .config import RunConfig, method_label
+from .data.cgmnist import CURRENT_PROTOCOL, LEGACY_PROTOCOL
 from .profiles import resolve_profile
 from .reference import published
 
@@ -56,6 +57,18 @@ RUN_SETTINGS: dict[str, dict[str, Any]] = {
     "cremad": {"measure_imbalance": True},
 }
 
+#: datasets whose reproduction is recorded under several data protocols: protocol -> the dataset options of the
+#: plan's runs under it, the current protocol first (the default of :func:`reproduction_configs`). CG-MNIST's
+#: full-profile runs under the calibrated ``mmlab-2`` also evaluate the first protocol's test set and the digits in
+#: their own colours (the profile's probes; the held-out runs of :mod:`mmlab.calibration` are these runs); the
+#: first protocol's 36 records evaluate no probe.
+PLAN_PROTOCOLS: dict[str, dict[str, dict[str, Any]]] = {
+    "cgmnist": {
+        CURRENT_PROTOCOL: {"protocol": CURRENT_PROTOCOL},
+        LEGACY_PROTOCOL: {"protocol": LEGACY_PROTOCOL, "probe_agreements": []},
+    },
+}
+
 #: what each dataset's published column is, and how its protocol differs from ours
 PROTOCOLS: dict[str, str] = {
     "cgmnist": (
@@ -79,6 +92,29 @@ PROTOCOLS: dict[str, str] = {
     "avdigits": "The book's own task (MNIST images and spoken digits, chapter 5): no published numbers exist.",
 }
 
+#: what differs from :data:`PROTOCOLS`' note under each of a dataset's other data protocols (:data:`PLAN_PROTOCOLS`)
+PROTOCOL_NOTES: dict[str, dict[str, str]] = {
+    "cgmnist": {
+        LEGACY_PROTOCOL: "Data protocol mmlab-1, our first.",
+        CURRENT_PROTOCOL: (
+            "Data protocol mmlab-2, the book's current one: mmlab-1 but for the test colours, weakly tied to the "
+            "label (test agreement 0.449: a test digit wears its own class's colour with probability 0.39, a random "
+            "class's otherwise), the one knob fitted, on one published row only (the joint loss's 60.50%; chapter 1). "
+            "The note's 'independent of the label' is mmlab-1's test set, which every mmlab-2 run also evaluates."),
+    },
+}
+
+
+def protocol_note(dataset: str, protocol: str | None = None) -> str:
+    """How ``dataset``'s reproduction differs from the published protocol, under data ``protocol`` (default: the
+    current one, for a dataset with several)."""
+    note = PROTOCOLS.get(dataset, "")
+    notes = PROTOCOL_NOTES.get(dataset)
+    if notes is None:
+        return note
+    name = protocol or next(iter(PLAN_PROTOCOLS[dataset]))
+    return f"{notes[name]} {note}"
+
 
 def plan(dataset: str, methods: Iterable[str] | None = None) -> list[Planned]:
     """The planned runs of ``dataset``, optionally restricted to the given labels."""
@@ -94,14 +130,49 @@ def plan(dataset: str, methods: Iterable[str] | None = None) -> list[Planned]:
     return [p for p in planned if p.label in wanted]
 
 
+def plan_protocol_options(dataset: str, protocol: str | None = None) -> dict[str, Any]:
+    """The dataset options of ``dataset``'s planned runs under ``protocol`` (:data:`PLAN_PROTOCOLS`; default the
+    current protocol); ``{}`` for a dataset recorded under one protocol only, which takes no ``protocol``."""
+    protocols = PLAN_PROTOCOLS.get(dataset)
+    if protocols is None:
+        if protocol is not None:
+            raise ValueError(f"the {dataset} reproduction has no data protocols to choose from, "
+                             f"but protocol={protocol!r} was given")
+        return {}
+    if protocol is None:
+        return dict(next(iter(protocols.values())))
+    if protocol not in protocols:
+        from .errors import UnknownNameError
+
+        raise UnknownNameError(f"protocol of the {dataset} reproduction", protocol, protocols)
+    return dict(protocols[protocol])
+
+
 def reproduction_configs(dataset: str, profile: str | None = None, seeds: Sequence[int] | None = None,
-                         methods: Iterable[str] | None = None, **overrides: Any) -> list[RunConfig]:
-    """Every run of the reproduction of ``dataset`` in ``profile`` (seeds: the profile's)."""
+                         methods: Iterable[str] | None = None, protocol: str | None = None,
+                         **overrides: Any) -> list[RunConfig]:
+    """Every run of the reproduction of ``dataset`` in ``profile`` (seeds: the profile's), under ``protocol``
+    (CG-MNIST: the current ``mmlab-2`` by default, or the first, ``mmlab-1``; :data:`PLAN_PROTOCOLS`)."""
     prof = resolve_profile(profile)
     settings = {**RUN_SETTINGS.get(dataset, {}), **overrides}
+    given = dict(settings.get("dataset_options", {}))
+    if protocol is None and given.get("protocol") in PLAN_PROTOCOLS.get(dataset, {}):
+        protocol = given["protocol"]  # e.g. sweep --plan --data-option protocol=mmlab-1: that protocol's plan
+    settings["dataset_options"] = {**plan_protocol_options(dataset, protocol), **given}
     return [RunConfig.from_profile(dataset=dataset, method=p.method, method_options=p.method_options,
                                    seed=seed, profile=prof.name, **settings)
             for p in plan(dataset, methods) for seed in (prof.seeds if seeds is None else seeds)]
+
+
+def plan_records(records: Iterable[Mapping[str, Any]], dataset: str, profile: str = "full",
+                 protocol: str | None = None) -> list[Mapping[str, Any]]:
+    """The records among ``records`` that are runs of ``dataset``'s plan in ``profile`` under ``protocol``
+    (:func:`reproduction_configs`, every seed of the profile): a record with other settings -- a calibration
+    run, another protocol's run, another option -- is not a seed of the plan's rows, even in the same folder."""
+    prof = resolve_profile(profile)
+    keys = {c.key for c in reproduction_configs(dataset, profile, seeds=range(max(prof.seeds) + 1),
+                                                protocol=protocol)}
+    return [r for r in records if r.get("key") in keys]
 
 
 #: chapter 6's training schedules, recorded per seed in the full profile (``sweep --study schedules``)
@@ -118,7 +189,7 @@ def schedule_configs(profile: str = "full", seeds: Sequence[int] = (0, 1, 2), da
     runs = [(p, seed) for p in SCHEDULES for seed in seeds]
     if dataset == "cgmnist":
         runs += [(p, seed) for p in UDI_ABLATIONS for seed in ablation_seeds]
-    settings = RUN_SETTINGS.get(dataset, {})
+    settings = {**RUN_SETTINGS.get(dataset, {}), "dataset_options": plan_protocol_options(dataset)}
     return [RunConfig.from_profile(dataset=dataset, method=p.method, method_options=p.method_options, seed=seed,
                                    profile=profile, **settings) for p, seed in runs]
 
@@ -151,9 +222,28 @@ def short_device(description: str) -> str:
     return text.upper() if text in ("cpu", "mps") else text
 
 
+def _check_one_run_per_seed(records: Sequence[Mapping[str, Any]]) -> None:
+    """A table row averages one run per seed of one data protocol: two records of a label and seed (a calibration
+    run beside the plan's, in the same folder), or records of two protocols, would be averaged as if they were
+    seeds of one run."""
+    from .results import record_protocol
+
+    protocols = {record_protocol(r) for r in records} - {None}
+    if len(protocols) > 1:
+        raise ValueError(f"the records were made under {len(protocols)} data protocols ({', '.join(sorted(protocols))}); "
+                         "a table shows one: pass one protocol's runs (mmlab.reproduction.plan_records)")
+    seen: dict[tuple[str, int], str] = {}
+    for r in records:
+        at = (r["label"], r["config"]["seed"])
+        if at in seen:
+            raise ValueError(f"two records of {at[0]}, seed {at[1]} ({seen[at]} and {r.get('key')}): a table row "
+                             "averages one run per seed; pass the plan's runs (mmlab.reproduction.plan_records)")
+        seen[at] = r.get("key")
+
+
 def reproduction_table(records: Sequence[Mapping[str, Any]], dataset: str,
                        labels: Sequence[str] | None = None, beside_published: bool | None = None,
-                       planned: Iterable[str] | None = None) -> pd.DataFrame:
+                       planned: Iterable[str] | None = None, protocol: str | None = None) -> pd.DataFrame:
     """One row per planned run and per published method of ``dataset``: our mean ± std over seeds
     (accuracy, macro-F1, each modality; the std is the sample std, over seeds), the device(s) it was
     trained on, the published figure, the difference, and a status.
@@ -162,9 +252,13 @@ def reproduction_table(records: Sequence[Mapping[str, Any]], dataset: str,
     dataset=...)``); runs of other datasets are ignored. The published figures and the difference are
     shown only beside ``full``-profile records (``beside_published=None``: when every record is one), so a
     quick or smoke run is never set against a paper's number as if it reproduced it. ``planned``: the labels
-    whose absence reads *missing* (default: the dataset's plan); any other reads *not implemented*.
+    whose absence reads *missing* (default: the dataset's plan); any other reads *not implemented*. ``protocol``:
+    the data protocol the records were made under, for the table's note (``attrs["protocol"]``; default the
+    records' own, or the current one where there are none); pass one protocol's records (:func:`plan_records`), since runs of two protocols would be
+    averaged as seeds of one row.
     """
     records = [r for r in records if r["config"]["dataset"] == dataset]
+    _check_one_run_per_seed(records)
     if beside_published is None:
         beside_published = all(r["config"].get("profile") == "full" for r in records)
     ours = final_table(records) if records else pd.DataFrame()
@@ -206,7 +300,11 @@ def reproduction_table(records: Sequence[Mapping[str, Any]], dataset: str,
         rows.append(row)
     frame = pd.DataFrame(rows).set_index("method").fillna("")
     frame.attrs["source"] = pub.attrs.get("source", "")
-    frame.attrs["protocol"] = PROTOCOLS.get(dataset, "")
+    if protocol is None and records and dataset in PLAN_PROTOCOLS:
+        from .results import record_protocol
+
+        protocol = record_protocol(records[0])  # the records' own (one protocol: checked above)
+    frame.attrs["protocol"] = protocol_note(dataset, protocol if protocol in PROTOCOL_NOTES.get(dataset, {}) else None)
     return frame
 
 

@@ -48,12 +48,14 @@ def study_settings() -> list[tuple[str, Any, dict[str, Any]]]:
 def study_configs(profile: str = STUDY_PROFILE, seed: int = 0) -> list[RunConfig]:
     """Every run of the study: each setting of :func:`study_settings` times each method."""
     return [RunConfig.from_profile(dataset="cgmnist", method=method, method_options=options, seed=seed,
-                                   profile=profile, dataset_options={**extra, "probe_agreements": STUDY_PROBES})
+                                   profile=profile,
+                                   dataset_options={"protocol": "mmlab-1", **extra, "probe_agreements": STUDY_PROBES})
             for _, _, extra in study_settings() for method, options in STUDY_METHODS]
 
 
 def _setting_of(record: dict[str, Any]) -> tuple[str, Any]:
-    options = {k: v for k, v in record["config"]["dataset_options"].items() if k != "probe_agreements"}
+    options = {k: v for k, v in record["config"]["dataset_options"].items()
+               if k not in ("probe_agreements", "protocol")}
     if not options:
         return "none", "mmlab-1"
     (knob, value), = options.items()

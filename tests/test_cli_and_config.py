@@ -4,6 +4,7 @@ import sys
 import pytest
 
 from mmlab import RunConfig, UnknownNameError, resolve_profile
+from mmlab.profiles import PROFILES
 from mmlab.cli import main
 
 
@@ -123,8 +124,13 @@ def test_sweep_plan_dry_run_finds_the_committed_records(capsys):
     planned = {c.key for c in reproduction_configs("cgmnist", "full")}  # chapter 1's two-stage runs are not
     from mmlab.results import ResultsStore
 
-    committed = sum(r["key"] in planned for r in ResultsStore(results).records(profile="full", dataset="cgmnist"))
-    assert committed >= 13 and f"36 runs: {committed} recorded, {36 - committed} to train" in out
+    records = ResultsStore(results).records(profile="full", dataset="cgmnist")
+    committed = sum(r["key"] in planned for r in records)  # the current protocol's (mmlab-2) plan
+    assert f"36 runs: {committed} recorded, {36 - committed} to train" in out
+    # the first protocol's plan, named on the command line, finds its 36 committed records
+    assert main(["sweep", "--plan", "--profile", "full", "--dry-run", "--results", str(results),
+                 "--data-option", "protocol=mmlab-1"]) == 0
+    assert "36 runs: 36 recorded, 0 to train" in capsys.readouterr().out
     assert main(["sweep", "--plan", "--method", "joint", "--dry-run"]) == 2
     assert "leave out --method" in capsys.readouterr().err
     assert main(["sweep", "--dry-run"]) == 2
@@ -206,8 +212,9 @@ def test_a_cgmnist_knob_on_the_command_line_trains_names_its_protocol_and_evalua
                  "--data-option", "probe_agreements=[0.1,1.0]"]) == 0
     (path,) = results_dir.glob("smoke/cgmnist/joint/seed0-*.json")
     record = json.loads(path.read_text())
-    assert record["data_protocol"] == "mmlab-1 with test_agreement=0.3"
-    assert record["config"]["dataset_options"] == {"probe_agreements": [0.1, 1.0], "test_agreement": 0.3}
+    assert record["data_protocol"] == "mmlab-2 with test_agreement=0.3"  # a knob departs from the current protocol
+    assert record["config"]["dataset_options"] == {"probe_agreements": [0.1, 1.0], "protocol": "mmlab-2",
+                                                   "test_agreement": 0.3}
     last = record["history"][-1]
     for name in ("test", "test@agreement=0.1", "test@agreement=1"):
         assert 0 <= last[f"{name}/acc"] <= 1 and f"{name}/acc" in record["final"]
@@ -235,11 +242,19 @@ def test_a_record_without_a_protocol_name_reads_as_the_first_protocol():
     assert data_protocol({"dataset": "cgmnist", "dataset_options": {"palette_spread": 0.5}}) == \
         "mmlab-1 with palette_spread=0.5"
     assert data_protocol({"dataset": "avdigits", "dataset_options": {}}) is None  # a dataset without protocols
-    # the first protocol named is the same run as the unnamed one: it finds the records made before the name
-    unnamed = RunConfig.from_profile(method="joint", profile="full")
-    named = RunConfig.from_profile(method="joint", profile="full", dataset_options={"protocol": "mmlab-1"})
+    # the first protocol named is the same run as the unnamed one of a config built field by field (no probe
+    # either): it finds the records made before the name
+    full = {k: v for k, v in PROFILES["full"].settings_for("cgmnist").items() if k != "dataset_options"}
+    unnamed = RunConfig(method="joint", profile="full", **full)
+    assert unnamed.dataset_options == {} and data_protocol(unnamed.to_dict()) == "mmlab-1"
+    named = RunConfig.from_profile(method="joint", profile="full",
+                                   dataset_options={"protocol": "mmlab-1", "probe_agreements": []})
     assert named.key == unnamed.key and ResultsStore(committed_root := Path(__file__).resolve().parent.parent
                                                      / "results").load(named) is not None
+    # a run made through a profile is the current protocol's, a different run
+    current = RunConfig.from_profile(method="joint", profile="full")
+    assert current.dataset_options["protocol"] == "mmlab-2" and current.key != unnamed.key
+    assert data_protocol(current.to_dict()) == "mmlab-2"
     other = RunConfig.from_profile(method="joint", profile="full", dataset_options={"test_agreement": 0.3})
     assert other.key != unnamed.key and ResultsStore(committed_root).load(other) is None
 

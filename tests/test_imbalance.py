@@ -134,8 +134,10 @@ def test_utilization_of_a_cross_modal_model_also_replaces_its_cross_modal_inputs
 
 
 def test_measuring_is_optional_and_leaves_other_runs_keys_alone():
-    plain = RunConfig.from_profile(method="joint", profile="smoke")
-    measured = RunConfig.from_profile(method="joint", profile="smoke", measure_imbalance=True)
+    first = {"protocol": "mmlab-1"}  # the protocol chapter 1's smoke runs had when the option came
+    plain = RunConfig.from_profile(method="joint", profile="smoke", dataset_options=first)
+    measured = RunConfig.from_profile(method="joint", profile="smoke", measure_imbalance=True,
+                                      dataset_options=first)
     assert "measure_imbalance" not in plain.to_dict()
     assert plain.key == "3b4b0cc2e5b8"  # the key chapter 1's smoke run of `joint` had before the option
     assert measured.key != plain.key

@@ -32,15 +32,73 @@ def test_configs_cover_plan_times_seeds_with_the_profiles_settings():
 def test_the_committed_full_records_are_found_by_the_plan():
     records = ResultsStore(RESULTS).records(profile="full", dataset="cgmnist")
     recorded = {r["key"] for r in records}
-    planned = {c.key for c in reproduction_configs("cgmnist", "full")}
+    planned = {c.key for protocol in ("mmlab-2", "mmlab-1")
+               for c in reproduction_configs("cgmnist", "full", protocol=protocol)}
+    first = {c.key for c in reproduction_configs("cgmnist", "full", protocol="mmlab-1")}
     # chapter 1's two-stage baseline is not in the CG-MNIST plan (MMPareto lists it for CREMA-D only)
-    chapter_1 = {RunConfig.from_profile(method="pretrain_finetune", dataset="cgmnist", seed=seed, profile="full").key
-                 for seed in PROFILES["full"].seeds}
+    chapter_1 = {RunConfig.from_profile(method="pretrain_finetune", dataset="cgmnist", seed=seed, profile="full",
+                                        dataset_options=protocol).key
+                 for seed in PROFILES["full"].seeds for protocol in ({"protocol": "mmlab-1", "probe_agreements": []}, {})}
     from mmlab.calibration import calibration_configs
 
     calibration = {c.key for c in calibration_configs()}  # chapter 1's calibration of the test agreement
     assert recorded and recorded <= planned | chapter_1 | calibration  # every committed run belongs to a chapter
-    assert planned <= recorded  # and the whole CG-MNIST reproduction is recorded
+    assert first <= recorded  # and the whole CG-MNIST reproduction of the first protocol is recorded
+
+
+def test_the_plan_is_made_under_the_current_protocol_and_the_first_is_still_named():
+    from mmlab.calibration import HELDOUT_PROBES, heldout_configs
+    from mmlab.data.cgmnist import CURRENT_PROTOCOL
+    from mmlab.reproduction import plan_records
+
+    current = reproduction_configs("cgmnist", "full")
+    assert CURRENT_PROTOCOL == "mmlab-2"
+    assert {c.dataset_options["protocol"] for c in current} == {"mmlab-2"}
+    # a full-profile run also evaluates the first protocol's test set and the own colours: the held-out runs
+    # of the calibration are the plan's runs of those methods, not a second set
+    assert all(c.dataset_options["probe_agreements"] == list(HELDOUT_PROBES) for c in current)
+    assert {c.key for c in heldout_configs()} <= {c.key for c in current}
+    # the quick profile evaluates no probe; a dataset without protocols gets no option
+    assert reproduction_configs("cgmnist", "quick", seeds=[0])[0].dataset_options == {"protocol": "mmlab-2"}
+    assert reproduction_configs("avdigits", "full", seeds=[0])[0].dataset_options == {}
+    # the first protocol, named, and through --data-option protocol=mmlab-1 (sweep --plan)
+    first = reproduction_configs("cgmnist", "full", protocol="mmlab-1")
+    assert [c.key for c in first] == [c.key for c in reproduction_configs(
+        "cgmnist", "full", dataset_options={"protocol": "mmlab-1"})]
+    assert not {c.key for c in first} & {c.key for c in current}
+    with pytest.raises(UnknownNameError, match="mmlab-3"):
+        reproduction_configs("cgmnist", "full", protocol="mmlab-3")
+    with pytest.raises(ValueError, match="no data protocols"):
+        reproduction_configs("avdigits", "full", protocol="mmlab-1")
+    # plan_records keeps a protocol's plan: not the calibration runs, nor another protocol's, in the same folder
+    records = ResultsStore(RESULTS).records(profile="full", dataset="cgmnist")
+    kept = plan_records(records, "cgmnist", protocol="mmlab-1")
+    assert len(kept) == 36 and {r["key"] for r in kept} == {c.key for c in first}
+    assert any(r["label"] == "joint" and r not in kept for r in records)  # the calibration run is left out
+    assert not {r["key"] for r in plan_records(records, "cgmnist")} & {r["key"] for r in kept}
+
+
+def test_a_chapter_s_table_of_full_runs_counts_each_seed_once():
+    """The calibration run in the joint loss's folder is not a fourth seed of the plan's joint loss."""
+    from mmlab.reproduction import plan_records
+
+    records = ResultsStore(RESULTS).records(profile="full", dataset="cgmnist")
+    table = reproduction_table(plan_records(records, "cgmnist", protocol="mmlab-1"), "cgmnist")
+    assert table.loc["joint", "seeds"] == "3"
+    assert set(table.loc[[p.label for p in PLANS["cgmnist"]], "seeds"]) == {"3"}
+    assert table.attrs["protocol"].startswith("Data protocol mmlab-1")
+    # every first-protocol record of the folder at once: the calibration run would be a fourth seed, so the
+    # table refuses it
+    from mmlab.results import record_protocol
+
+    with pytest.raises(ValueError, match="two records of joint, seed 0"):
+        reproduction_table([r for r in records if record_protocol(r) == "mmlab-1"], "cgmnist")
+    made = {"protocol": "mmlab-2", "probe_agreements": [0.1, 1.0]}
+    other = [{**r, "key": r["key"] + "x", "data_protocol": "mmlab-2", "config": {**r["config"], "seed": 7,
+                                                                               "dataset_options": made}}
+             for r in plan_records(records, "cgmnist", protocol="mmlab-1")[:1]]
+    with pytest.raises(ValueError, match="2 data protocols"):
+        reproduction_table(plan_records(records, "cgmnist", protocol="mmlab-1") + other, "cgmnist")
 
 
 def _record(label, seed, acc, dataset="cgmnist", device="cuda (NVIDIA H100 80GB HBM3)"):

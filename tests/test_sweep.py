@@ -83,7 +83,7 @@ def test_plan_is_the_product_in_seed_order_with_trains_keys():
     configs = plan_sweep(["cgmnist:jitter_variance=0.1"], ["joint"], seeds=[5], profile=["smoke", "quick"],
                          dataset_options={"val_coloring": "train"}, epochs=1)
     assert [(c.profile, c.seed, c.epochs) for c in configs] == [("smoke", 5, 1), ("quick", 5, 1)]
-    assert configs[0].dataset_options == {"jitter_variance": 0.1, "val_coloring": "train"}
+    assert configs[0].dataset_options == {"jitter_variance": 0.1, "protocol": "mmlab-2", "val_coloring": "train"}
 
 
 def test_slurm_options_are_submitits_parameters():

@@ -58,6 +58,7 @@ __all__ = [
     "CLASS_COLOURS",
     "COLOUR_NAMES",
     "CGMNISTConfig",
+    "CURRENT_PROTOCOL",
     "LEGACY_PROTOCOL",
     "MultimodalSplit",
     "PROTOCOLS",
@@ -317,6 +318,11 @@ PROTOCOLS: dict[str, Protocol] = {
 }
 #: the protocol of every record made before protocols had names (the 36 CG-MNIST records of 2026-12)
 LEGACY_PROTOCOL = "mmlab-1"
+#: the protocol a run made through a profile (:meth:`mmlab.RunConfig.from_profile`, the command line, the
+#: chapters, the sweeps) is made under unless it names one: the calibrated protocol, the book's default since
+#: 2026-12-07. A ``RunConfig`` built field by field with no ``protocol`` option keeps :data:`LEGACY_PROTOCOL`,
+#: so that the identity of every older record is unchanged.
+CURRENT_PROTOCOL = "mmlab-2"
 
 
 def get_protocol(name: str) -> Protocol:

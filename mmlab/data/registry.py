@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 from ..errors import UnknownNameError
+from .cgmnist import CURRENT_PROTOCOL, LEGACY_PROTOCOL
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,10 @@ class DatasetSpec:
     # option values that a run's identity leaves out (RunConfig.to_dict): what the records made before
     # the option existed were made with, so that naming it finds them (CG-MNIST: protocol "mmlab-1")
     implicit_options: dict[str, Any] = field(default_factory=dict)
+    # option values a run made through a profile gets unless it names them (RunConfig.from_profile: the
+    # command line, the chapters, the sweeps): CG-MNIST's current protocol, "mmlab-2" (a RunConfig built
+    # field by field gets default_options, whose protocol is the first, so older identities are unchanged)
+    run_defaults: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self):
         if not self.title:
@@ -173,13 +178,14 @@ DATASETS: dict[str, DatasetSpec] = {
         num_classes=10,
         # a protocol sets every knob (mmlab.data.cgmnist.PROTOCOLS); a knob given here replaces its
         # value (None: the protocol's); probe_agreements adds test splits, one per agreement
-        default_options={"protocol": "mmlab-1", "jitter_variance": None, "val_coloring": None,
+        default_options={"protocol": LEGACY_PROTOCOL, "jitter_variance": None, "val_coloring": None,
                          "test_agreement": None, "palette_spread": None, "painting": None,
                          "normalization": None, "train_pool": None, "probe_agreements": []},
         builder=_build_cgmnist,
         check_options=_check_cgmnist,
         describe_protocol=_describe_cgmnist,
-        implicit_options={"protocol": "mmlab-1"},
+        implicit_options={"protocol": LEGACY_PROTOCOL, "probe_agreements": []},
+        run_defaults={"protocol": CURRENT_PROTOCOL},
         channels_last=True,
     ),
     "cremad": DatasetSpec(
