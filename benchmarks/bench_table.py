@@ -28,10 +28,20 @@ sys.path.insert(0, str(REPO))
 from mmlab.book import device_slug  # noqa: E402
 from mmlab.io import atomic_write_bytes  # noqa: E402
 from mmlab.provenance import git_commit  # noqa: E402
-from mmlab.reproduction import reproduction_configs  # noqa: E402
+from mmlab.reproduction import PLAN_PROTOCOLS, reproduction_configs  # noqa: E402
 from mmlab.sweep import available_cores, run_sweep  # noqa: E402
 
 DEFAULT_DATASETS = ("cgmnist", "avdigits")
+
+
+def config_protocol(config) -> str | None:
+    """The data protocol a run is trained under (CG-MNIST's ``mmlab-1`` where it names none); ``None`` for a
+    dataset recorded under one protocol only."""
+    if config.dataset not in PLAN_PROTOCOLS:
+        return None
+    from mmlab.data.cgmnist import LEGACY_PROTOCOL
+
+    return config.dataset_options.get("protocol", LEGACY_PROTOCOL)
 
 
 def main(argv=None) -> int:
@@ -59,8 +69,10 @@ def main(argv=None) -> int:
         summary = run_sweep(configs, store=root, jobs=args.jobs, device=str(device), progress=False)
         total = time.perf_counter() - start
     failed = summary[summary["status"] != "done"]
+    protocols = {c.key: config_protocol(c) for c in configs}
     runs = [{"dataset": r.dataset, "method": r.method, "seed": int(r.seed), "status": r.status,
-             "wall_s": r.wall_s, "test_acc": r.test_acc} for r in summary.itertuples(index=False)]
+             "wall_s": r.wall_s, "test_acc": r.test_acc, "key": r.key, "data_protocol": protocols.get(r.key)}
+            for r in summary.itertuples(index=False)]
     commit, dirty = git_commit()
     record = {
         "what": (f"the {'whole ' if args.method is None else 'partial '}reproduction table "

@@ -434,3 +434,37 @@ def reproduction_summary(records: Sequence[Mapping[str, Any]], dataset: str,
     out["order"] = (None if tau is None else "reproduced" if pairs["disagree"] == 0
                     else "not reproduced" if tau <= 0 else "partly reproduced")
     return out
+
+
+#: what a small profile must show on CG-MNIST for the chapters' demonstration to land (issue 34, point 4): each a
+#: criterion, the two runs it compares (``None``: every multimodal run), and the margin in points
+PROFILE_EFFECTS: tuple[tuple[str, str | None, str | None, float], ...] = (
+    ("the joint loss clearly below the uniform baseline", "uniform", "joint", 10.0),
+    ("MMPareto at or above the uniform baseline", "mmpareto", "uniform", 0.0),
+    ("gray alone far above colour alone", "unimodal-gray", "unimodal-color", 20.0),
+    ("every multimodal method well above chance (twice chance or more)", None, None, 10.0),
+)
+
+
+def profile_effects(test_accuracy: Mapping[str, float], chance: float = 0.1) -> pd.DataFrame:
+    """Whether one profile's CG-MNIST runs show the chapters' effects (:data:`PROFILE_EFFECTS`).
+
+    ``test_accuracy`` maps a run's label (``joint``, ``unimodal-gray``) to its test accuracy (a fraction, the mean
+    over seeds); a run it lacks makes its criterion *missing*, never passed. Each row: the criterion, the measured
+    margin in points (``a - b``; for chance, the lowest multimodal accuracy minus chance), the margin asked for, and
+    whether it holds.
+    """
+    rows = []
+    for criterion, above, below, margin in PROFILE_EFFECTS:
+        if above is None:
+            multimodal = {label: acc for label, acc in test_accuracy.items() if not label.startswith("unimodal")}
+            measured = 100 * (min(multimodal.values()) - chance) if multimodal else None
+            compared = f"lowest multimodal run ({min(multimodal, key=multimodal.get)}) − chance" if multimodal else ""
+        else:
+            have = above in test_accuracy and below in test_accuracy
+            measured = 100 * (test_accuracy[above] - test_accuracy[below]) if have else None
+            compared = f"{above} − {below}"
+        holds = "missing" if measured is None else ("yes" if measured >= margin else "no")
+        rows.append({"criterion": criterion, "compared": compared, "measured (points)": measured,
+                     "asked (points)": margin, "holds": holds})
+    return pd.DataFrame(rows).set_index("criterion")

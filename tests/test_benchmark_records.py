@@ -67,6 +67,7 @@ def test_bench_table_records_the_runs_it_timed(tmp_path, monkeypatch):
     record = json.loads(out.read_text())
     assert record["runs"] == 1 and record["all_done"] and not record["whole_table"]
     assert record["per_run"][0]["method"] == "unimodal-gray" and record["per_run"][0]["status"] == "done"
+    assert record["per_run"][0]["data_protocol"] == "mmlab-2"  # the plan's current protocol, named per run
     assert 0 < record["per_run"][0]["wall_s"] <= record["total_wall_s"] + 0.1  # the total is rounded
     assert {"git_commit", "device", "torch_version", "cores", "finished_at"} <= set(record)
 
