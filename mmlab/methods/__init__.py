@@ -23,6 +23,7 @@ from .udi import UDI
 from .mla import MLA
 from .relearning import DiagnoseRelearn
 from .reconboost import ReconBoost
+from .uncertainty import UncertaintyWeighting
 
 METHODS: dict[str, Callable[..., Method]] = {
     "joint": JointLoss,
@@ -45,6 +46,7 @@ METHODS: dict[str, Callable[..., Method]] = {
     "mla": MLA,
     "relearning": DiagnoseRelearn,
     "reconboost": ReconBoost,
+    "uncertainty": UncertaintyWeighting,
 }
 
 #: How prose and captions name each method: the papers' words, not the registry's ids.
@@ -69,6 +71,7 @@ METHOD_TITLES: dict[str, str] = {
     "mla": "MLA",
     "relearning": "Diagnosing & Re-learning",
     "reconboost": "ReconBoost",
+    "uncertainty": "uncertainty weighting",
 }
 
 
