@@ -197,7 +197,7 @@ def test_capturable_is_declared_by_each_class_not_inherited():
     captured = {name for name, factory in METHODS.items()
                 if is_capturable(build_method(name, ["gray", "color"], **({"modality": "gray"}
                                                                             if name == "unimodal" else {})))}
-    assert captured == {"joint", "unimodal", "uniform", "mmpareto", "mgda", "pcgrad", "ogm_ge", "opm"}
+    assert captured == {"joint", "unimodal", "uniform", "mmpareto", "mgda", "pcgrad", "ogm_ge", "opm", "mmcosine"}
 
     class Reweighted(UniformBaseline):  # changes a hook, says nothing: not captured
         def total_loss(self, losses, state):

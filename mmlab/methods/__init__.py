@@ -24,6 +24,7 @@ from .mla import MLA
 from .relearning import DiagnoseRelearn
 from .reconboost import ReconBoost
 from .uncertainty import UncertaintyWeighting
+from .mmcosine import MMCosine
 
 METHODS: dict[str, Callable[..., Method]] = {
     "joint": JointLoss,
@@ -47,6 +48,7 @@ METHODS: dict[str, Callable[..., Method]] = {
     "relearning": DiagnoseRelearn,
     "reconboost": ReconBoost,
     "uncertainty": UncertaintyWeighting,
+    "mmcosine": MMCosine,
 }
 
 #: How prose and captions name each method: the papers' words, not the registry's ids.
@@ -72,6 +74,7 @@ METHOD_TITLES: dict[str, str] = {
     "relearning": "Diagnosing & Re-learning",
     "reconboost": "ReconBoost",
     "uncertainty": "uncertainty weighting",
+    "mmcosine": "MMCosine",
 }
 
 

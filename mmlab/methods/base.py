@@ -27,7 +27,9 @@ hook                       used by
 =========================  ==================================================
 ``modalities``             unimodal training (one encoder only)
 ``needs_unimodal_heads``   uniform baseline, MMPareto, MGDA, PCGrad, GradNorm
-``fusion``                 Greedy (the model with MMTM cross-modal modules)
+``fusion``                 Greedy (the model with MMTM cross-modal modules), MLA /
+                           ReconBoost (one shared head), MMCosine (cosine shares)
+``fusion_options``         MMCosine (the scaling of its cosines)
 ``setup``                  GradNorm / uncertainty weighting (extra parameters or
                            optimiser), Greedy (checks the model)
 ``intervene``              OPM (drop a modality's features)
@@ -106,6 +108,8 @@ class Method:
     needs_unimodal_heads = False
     per_loss_gradients = False
     fusion = "concat"  # the model the method trains: "concat" (late fusion) or "mmtm" (chapter 2)
+    #: keyword options of that fusion module (``mmlab.models.zoo.FUSION_HEADS``), e.g. MMCosine's ``scaling``
+    fusion_options: dict[str, Any] = {}
     #: whether a CUDA graph may capture this method's training step (mmlab.training.graph): its
     #: step hooks (intervene, losses, total_loss, combine_encoder_gradients, transform_gradients) are
     #: tensor functions of the batch and the parameters that never wait for the device, read no host

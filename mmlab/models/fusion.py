@@ -73,3 +73,35 @@ class SharedHeadFusion(nn.Module):
     def modality_shares(self, features: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """``s^m = h(z^m)``: the shared head on one modality's features."""
         return {m: self.linear(features[m]) for m in self.modalities}
+
+
+class CosineFusion(ConcatFusion):
+    """MMCosine's fusion (Xu, Feng, Zhang & Hu, ICASSP 2023): concatenation fusion with each modality's
+    features and each class's block of weights on the unit sphere, and no bias,
+
+    .. math::  s^m_c = s \\cos(z^m, W^m_c) = s\\, \\frac{\\langle z^m, W^m_c\\rangle}{\\lVert z^m\\rVert\\,\\lVert W^m_c\\rVert},
+               \\qquad f(x) = \\sum_m s^m,
+
+    where ``W^m_c`` is row ``c`` of the columns of ``W`` that multiply ``z^m`` and ``s`` the ``scaling`` (the
+    authors' default 10). Every share lies in ``[-s, s]``, whatever the features' norms: a modality can grow its
+    share only by pointing its features at its class's weights, not by making them longer (its linear layer has
+    no bias)."""
+
+    def __init__(self, feature_dims: Mapping[str, int], num_classes: int, scaling: float = 10.0):
+        super().__init__(feature_dims, num_classes)
+        self.linear = nn.Linear(sum(self.feature_dims.values()), num_classes, bias=False)
+        if not scaling > 0:
+            raise ValueError(f"MMCosine's scaling must be positive, got {scaling!r}")
+        self.scaling = float(scaling)
+
+    def forward(self, features: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """The fused logits: the sum of the modalities' scaled cosines."""
+        return torch.stack(list(self.modality_shares(features).values())).sum(0)
+
+    def modality_shares(self, features: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """``s^m = scaling * cos(z^m, W^m_c)`` for every class ``c``; they add up to :meth:`forward`."""
+        weight = self.linear.weight
+        return {
+            m: self.scaling * F.linear(F.normalize(features[m], dim=1), F.normalize(weight[:, cols], dim=1))
+            for m, cols in self._column_slices().items()
+        }

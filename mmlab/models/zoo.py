@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from torch import nn
 
@@ -10,7 +10,7 @@ from ..data.registry import DatasetSpec
 from ..errors import UnknownNameError
 from .classifier import MultimodalClassifier
 from .encoders import ConvEncoder, init_weights
-from .fusion import ConcatFusion, SharedHeadFusion
+from .fusion import ConcatFusion, CosineFusion, SharedHeadFusion
 from .mmtm import MMTMClassifier
 
 FEATURE_DIM = 512
@@ -55,22 +55,29 @@ FUSIONS: dict[str, type[MultimodalClassifier]] = {
     "concat": MultimodalClassifier,
     "mmtm": MMTMClassifier,
     "shared_head": MultimodalClassifier,  # one head shared by the modalities (MLA, chapter 6)
+    "cosine": MultimodalClassifier,  # concatenation on the unit sphere (MMCosine, chapter 3)
 }
+
+#: the fusion module each connection ends in (its options, e.g. MMCosine's ``scaling``, come from the method's
+#: ``fusion_options``)
+FUSION_HEADS: dict[str, type] = {"concat": ConcatFusion, "mmtm": ConcatFusion, "shared_head": SharedHeadFusion,
+                                 "cosine": CosineFusion}
 
 
 def build_model(
-    spec: DatasetSpec, modalities: Sequence[str], unimodal_heads: bool, fusion: str = "concat"
+    spec: DatasetSpec, modalities: Sequence[str], unimodal_heads: bool, fusion: str = "concat",
+    fusion_options: Mapping[str, Any] | None = None,
 ) -> MultimodalClassifier:
     """Encoders for ``modalities``, concatenation fusion (with MMTM modules between the
     encoders' stages if ``fusion="mmtm"``; one head shared by the modalities if
-    ``fusion="shared_head"``), and (optionally) one linear head per modality;
+    ``fusion="shared_head"``; cosine-normalised shares if ``fusion="cosine"``, with
+    ``fusion_options`` such as its ``scaling``), and (optionally) one linear head per modality;
     initialised as the original scripts do."""
     if fusion not in FUSIONS:
         raise UnknownNameError("fusion", fusion, FUSIONS)
     make_encoder = ENCODERS.get(spec.name, _conv_encoder)
     encoders = {m: make_encoder(m, spec.modalities[m]) for m in modalities}
-    fusion_head = SharedHeadFusion if fusion == "shared_head" else ConcatFusion
-    head = fusion_head({m: FEATURE_DIM for m in modalities}, spec.num_classes)
+    head = FUSION_HEADS[fusion]({m: FEATURE_DIM for m in modalities}, spec.num_classes, **dict(fusion_options or {}))
     heads = (
         {m: nn.Linear(FEATURE_DIM, spec.num_classes) for m in modalities}
         if unimodal_heads else None

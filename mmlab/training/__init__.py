@@ -96,7 +96,8 @@ def load_trained_model(config: RunConfig, *, store=None, device=None, progress: 
                          keep_weights=True)
     spec = get_dataset(config.dataset)
     method = build_method(config.method, list(spec.modalities), **config.method_options)
-    model = build_model(spec, method.modalities(list(spec.modalities)), method.needs_unimodal_heads)
+    model = build_model(spec, method.modalities(list(spec.modalities)), method.needs_unimodal_heads,
+                        fusion=method.fusion, fusion_options=method.fusion_options)
     saved = load_checkpoint(store.weights_path(config), map_location="cpu")
     if saved.get("config_key") != config.key:
         raise RuntimeError(f"{store.weights_path(config)} holds the weights of another config; delete it.")

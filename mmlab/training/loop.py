@@ -476,7 +476,8 @@ def _prepare_run(config: RunConfig, method: Method, spec, modalities, device: to
                  train_batches: ResidentBatches, checkpoint_dir: Path) -> _Run:
     """The model, optimiser and method state of one run, resumed from its checkpoint if there is one."""
     torch.manual_seed(config.seed)
-    model = build_model(spec, modalities, method.needs_unimodal_heads, fusion=method.fusion).to(device)
+    model = build_model(spec, modalities, method.needs_unimodal_heads, fusion=method.fusion,
+                        fusion_options=method.fusion_options).to(device)
     if spec.channels_last:
         model.use_channels_last()  # same parameters, NHWC strides
     groups = model.parameter_groups()
