@@ -14,7 +14,8 @@ Steps
    `_toc.yml`, `book/*`, `mmlab/`, `results/`, `benchmarks/`, and a `notebooks/` folder holding
    the executed copies (plus links to anything else in `notebooks/`, e.g. images). Paths such as
    `../mmlab/...` in a chapter resolve the same in the repository and in the staging tree.
-   `book/status.md` is generated there (profile, execution times, versions, commit).
+   `book/status.md` is generated there (profile, execution times, versions, commit), and so are
+   `book/benchmarks.md` (from the benchmark records) and `book/methods.md` (`mmlab.catalog`).
 3. `jupyter-book build _build/src --path-output . --warningiserror --keep-going --all` writes
    the HTML to `_build/html`; any Sphinx warning fails the build.
 """
@@ -464,7 +465,7 @@ def table_section(records: list[tuple[Path, dict]]) -> list[str]:
          for _, rec in records])
 
 
-GENERATED_PAGES = ("status.md", "benchmarks.md")
+GENERATED_PAGES = ("status.md", "benchmarks.md", "methods.md")
 
 
 # ----------------------------------------------------------------------------------- staging
@@ -493,6 +494,9 @@ def stage(chapters: list[Path], status_md: str) -> None:
             link(entry, STAGING / "book" / entry.name)
     (STAGING / "book" / "status.md").write_text(status_md)
     (STAGING / "book" / "benchmarks.md").write_text(benchmarks_page())
+    from mmlab.catalog import methods_page
+
+    (STAGING / "book" / "methods.md").write_text(methods_page(ROOT / "results"))
     # notebooks/: the executed copies (copied, so Sphinx reads them at the staging path),
     # and links to everything else that lives there (images, data files, helper modules).
     (STAGING / "notebooks").mkdir()
