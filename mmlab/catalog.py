@@ -66,6 +66,9 @@ CATALOG: tuple[MethodEntry, ...] = (
     MethodEntry("MMCosine", "Xu et al., ICASSP 2023", CH3, "cosine-normalised, scaled shares: no modality wins by "
                 "the length of its features", "mmcosine", cite="xu2023mmcosine", balancebenchmark="MMCosine",
                 authors_code="GeWu-Lab/MMCosine_ICASSP23"),
+    MethodEntry("CGGM", "Guo et al., NeurIPS 2024", CH3, "classifiers on detached features scale each encoder's "
+                "gradient by the others' improvement, and pull the fused head towards them", "cggm",
+                cite="guo2024cggm", authors_code="zrguo/CGGM"),
     MethodEntry("Conventional Pareto (MGDA)", "Sener & Koltun, NeurIPS 2018", CH4, "the min-norm combination of the "
                 "losses' gradients", "mgda", cite="sener2018mgda"),
     MethodEntry("PCGrad", "Yu et al., NeurIPS 2020", CH4, "project each gradient off the others it conflicts with",
@@ -91,8 +94,6 @@ CATALOG: tuple[MethodEntry, ...] = (
                 "proportion to how separable its features already are", "relearning", cite="wei2024diagnosing",
                 balancebenchmark="ReLearning"),
     # named by the issue that asks for them, not built yet
-    MethodEntry("CGGM", "Guo et al., NeurIPS 2024", CH4, "unimodal classifiers guide the gradients' magnitude and "
-                "direction"),
     MethodEntry("MSLR", "Yao & Mihalcea, Findings of ACL 2022", CH2, "a learning rate per modality: keep, smooth or "
                 "dynamic"),
     MethodEntry("MILES", "2024", CH2, "learning rates scheduled from the conditional utilisation rates"),

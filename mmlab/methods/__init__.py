@@ -25,6 +25,7 @@ from .relearning import DiagnoseRelearn
 from .reconboost import ReconBoost
 from .uncertainty import UncertaintyWeighting
 from .mmcosine import MMCosine
+from .cggm import CGGM
 
 METHODS: dict[str, Callable[..., Method]] = {
     "joint": JointLoss,
@@ -49,6 +50,7 @@ METHODS: dict[str, Callable[..., Method]] = {
     "reconboost": ReconBoost,
     "uncertainty": UncertaintyWeighting,
     "mmcosine": MMCosine,
+    "cggm": CGGM,
 }
 
 #: How prose and captions name each method: the papers' words, not the registry's ids.
@@ -75,6 +77,7 @@ METHOD_TITLES: dict[str, str] = {
     "reconboost": "ReconBoost",
     "uncertainty": "uncertainty weighting",
     "mmcosine": "MMCosine",
+    "cggm": "CGGM",
 }
 
 
