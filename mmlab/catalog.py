@@ -84,6 +84,10 @@ CATALOG: tuple[MethodEntry, ...] = (
                 balancebenchmark="MMPareto", authors_code="GeWu-Lab/MMPareto_ICML2024"),
     MethodEntry("UDI", "arXiv 2509.02281, 2025", CH6, "train the better modality as a frozen anchor, then the "
                 "other guided by it", "udi", cite="udi2025"),
+    MethodEntry("UME", "Du et al., ICML 2023", CH6, "train each modality alone; predict with the ensemble of their "
+                "logits", "ume", cite="du2023unimodal"),
+    MethodEntry("UMT", "Du et al., ICML 2023", CH6, "train unimodal teachers, then distil their features into the "
+                "multimodal model's encoders", "umt", cite="du2023unimodal", balancebenchmark="UMT"),
     MethodEntry("MLA", "Zhang et al., CVPR 2024", CH6, "alternate the modalities through one shared head, "
                 "protecting what earlier ones taught it", "mla", cite="zhang2024mla", balancebenchmark="MLA",
                 authors_code="Cecile-hi/Multimodal-Learning-with-Alternating-Unimodal-Adaptation"),
@@ -99,8 +103,6 @@ CATALOG: tuple[MethodEntry, ...] = (
     MethodEntry("MILES", "2024", CH2, "learning rates scheduled from the conditional utilisation rates"),
     MethodEntry("Sample-level modality valuation", "Wei et al., CVPR 2024", CH5, "per-sample Shapley contributions; "
                 "re-sample the low-contributing modality", balancebenchmark="Sample"),
-    MethodEntry("UMT / UME", "Du et al., ICML 2023", CH6, "distil unimodal teachers into the multimodal model, or "
-                "ensemble the unimodal models", balancebenchmark="UMT"),
     MethodEntry("InfoReg", "Huang et al., CVPR 2025", CH6, "regulate the dominant modality while it is acquiring "
                 "information"),
     MethodEntry("CML", "BalanceBenchmark's trainer", CH4, "see BalanceBenchmark", balancebenchmark="CML"),

@@ -101,7 +101,7 @@ def _close_histories(a, b, rtol=2e-3, atol=2e-3):
     ("gblending", {"super_epoch": 1}), ("agm", {"alpha": 0.5}), ("unimodal", {"modality": "gray"}),
     ("pretrain_finetune", {"pretrain_epochs": 1}), ("relearning", {"relearn_every": 1}),
     ("reconboost", {"stage_epochs": 1, "rectify_epochs": 1}), ("uncertainty", {}), ("mmcosine", {"scaling": 5.0}),
-    ("cggm", {})])
+    ("cggm", {}), ("ume", {})])
 def test_stacked_runs_are_the_runs_trained_one_by_one(method, options, tiny_config, tmp_path, float64):
     # each a different hook: plain, heads, per-loss gradients, gradient transform with noise,
     # intervention with randomness, a learned loss weighting, re-initialisation from the split's features,

@@ -26,6 +26,7 @@ from .reconboost import ReconBoost
 from .uncertainty import UncertaintyWeighting
 from .mmcosine import MMCosine
 from .cggm import CGGM
+from .unimodal_teachers import UniModalEnsemble, UniModalTeacher
 
 METHODS: dict[str, Callable[..., Method]] = {
     "joint": JointLoss,
@@ -51,6 +52,8 @@ METHODS: dict[str, Callable[..., Method]] = {
     "uncertainty": UncertaintyWeighting,
     "mmcosine": MMCosine,
     "cggm": CGGM,
+    "ume": UniModalEnsemble,
+    "umt": UniModalTeacher,
 }
 
 #: How prose and captions name each method: the papers' words, not the registry's ids.
@@ -78,6 +81,8 @@ METHOD_TITLES: dict[str, str] = {
     "uncertainty": "uncertainty weighting",
     "mmcosine": "MMCosine",
     "cggm": "CGGM",
+    "ume": "the uni-modal ensemble (UME)",
+    "umt": "the uni-modal teacher (UMT)",
 }
 
 
