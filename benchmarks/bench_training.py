@@ -67,6 +67,11 @@ CASES = {
     "mmpareto": dict(method="mmpareto"),
     "mmtm": dict(method="mmtm"),
     "greedy": dict(method="greedy"),
+    "uncertainty": dict(method="uncertainty"),
+    "cggm": dict(method="cggm"),
+    "mmcosine": dict(method="mmcosine"),
+    "ume": dict(method="ume"),
+    "umt": dict(method="umt"),
     # three seeds of the uniform baseline trained together (mmlab.training.train_stacked): samples/s
     # of the three together; its bare loop is one model's, so its ratio is the speed-up over that
     "uniform, 3 seeds stacked": dict(method="uniform", stack=3),
@@ -87,13 +92,15 @@ PLAIN = {"uniform, 3 seeds stacked": "uniform", "uniform, CUDA graph": "uniform"
          "mmpareto, CUDA graph": "mmpareto", "ogm_ge, CUDA graph": "ogm_ge",
          "ogm_ge": "joint", "opm": "joint", "mgda": "uniform", "pcgrad": "uniform", "gradnorm": "uniform",
          "metabalance": "uniform", "mmpareto": "uniform", "greedy": "mmtm", "pmr": "joint", "agm": "joint",
-         "gblending": "uniform"}
+         "gblending": "uniform", "uncertainty": "uniform", "cggm": "uniform", "mmcosine": "joint", "ume": "uniform",
+         "umt": "uniform"}
 # The bare loop trains with the method's plain losses (fused CE, plus the unimodal CEs where the
 # method has heads): for OGM-GE that is one joint loss, for MGDA, PCGrad and MMPareto the uniform
 # baseline. Their ratio is therefore their cost over the plain method they modify. MMTM and Greedy
 # train the model with cross-modal modules (the bare loop too); Greedy's plain method is `mmtm`.
 # PMR and AGM modify the one joint loss; G-Blending (re-weighted every epoch here, so that its two
-# evaluation passes per super-epoch are counted at their most frequent) the uniform baseline.
+# evaluation passes per super-epoch are counted at their most frequent) the uniform baseline. Uncertainty
+# weighting, CGGM, UME and UMT train heads, so theirs is the uniform baseline; MMCosine's the joint loss.
 
 
 def _peak_memory_mb(device) -> float:

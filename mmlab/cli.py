@@ -90,13 +90,15 @@ def _add_sweep_parser(sub) -> None:
                    help="method specs (repeatable); required unless --plan")
     s.add_argument("--plan", action="store_true",
                    help="every run of each dataset's reproduction table (the reproduction chapter; mmlab.reproduction)")
-    s.add_argument("--study", choices=["sensitivity", "calibration", "heldout", "schedules"],
+    s.add_argument("--study", choices=["sensitivity", "calibration", "heldout", "schedules", "field"],
                    help="chapter 1's runs of CG-MNIST's unknown generator: 'sensitivity', the study of its knobs "
                         "(mmlab.sensitivity; profile sensitivity); 'calibration', the joint loss evaluated at several "
                         "test agreements; 'heldout', the six other rows of Table 3 under the frozen protocol mmlab-2 "
                         "(mmlab.calibration; profile full). 'schedules': chapter 6's records, UDI, MLA, ReconBoost "
                         "and Diagnosing & Re-learning per seed and UDI's four ablations for seed 0 on CG-MNIST "
                         "(mmlab.reproduction.schedule_configs; profile full; --dataset avdigits for the digits). "
+                        "'field': the field's other methods (uncertainty weighting, CGGM, MMCosine, UME, UMT) per seed, the "
+                        "same way (mmlab.reproduction.field_configs). "
                         "--profile and --seed choose others")
     s.add_argument("--dataset", nargs="+", action="extend", metavar="DATASET",
                    help="dataset specs (default: cgmnist)")
@@ -179,14 +181,15 @@ def _knob_study(args, overrides):
     from .calibration import calibration_configs, heldout_configs
     from .sensitivity import STUDY_PROFILE, study_configs
 
-    if args.study == "schedules":
-        from .reproduction import schedule_configs
+    if args.study in ("schedules", "field"):
+        from .reproduction import field_configs, schedule_configs
 
         if args.method or args.plan or args.data_option or overrides:
             raise ValueError("--study trains the study's own runs: leave out --method, --plan, "
                              "--data-option, --epochs and --set")
+        make = schedule_configs if args.study == "schedules" else field_configs
         return [config for dataset in args.dataset or ["cgmnist"] for profile in args.profile or ["full"]
-                for config in schedule_configs(profile, seeds=args.seed or (0, 1, 2), dataset=dataset)]
+                for config in make(profile, seeds=args.seed or (0, 1, 2), dataset=dataset)]
     if args.method or args.plan or args.data_option or args.dataset or overrides:
         raise ValueError("--study trains the study's own runs: leave out --method, --plan, --dataset, "
                          "--data-option, --epochs and --set")

@@ -200,7 +200,30 @@ def schedule_table(records: Sequence[Mapping[str, Any]], dataset: str = "cgmnist
     schedule and ablation, our mean ± std over the recorded seeds, or *missing*; a record with other settings
     (another profile, protocol or option) is not one of them. No published column: the papers' figures for
     these methods come from other protocols (chapter 7 lists them apart)."""
-    configs = schedule_configs(profile, dataset=dataset)
+    return _planned_table(records, schedule_configs(profile, dataset=dataset), dataset)
+
+
+#: the field's other methods, each explained in the chapter where its idea belongs (uncertainty weighting in chapter
+#: 4, CGGM and MMCosine in chapter 3, UME and UMT in chapter 6), recorded per seed in the full profile
+#: (``sweep --study field``); MMPareto's Table 3 has none of them
+FIELD_METHODS: list[Planned] = [Planned("uncertainty"), Planned("cggm"), Planned("mmcosine"), Planned("ume"),
+                                Planned("umt")]
+
+
+def field_configs(profile: str = "full", seeds: Sequence[int] = (0, 1, 2), dataset: str = "cgmnist") -> list[RunConfig]:
+    """The full-profile records of :data:`FIELD_METHODS`, under the dataset's current protocol."""
+    settings = {**RUN_SETTINGS.get(dataset, {}), "dataset_options": plan_protocol_options(dataset)}
+    return [RunConfig.from_profile(dataset=dataset, method=p.method, method_options=p.method_options, seed=seed,
+                                   profile=profile, **settings) for p in FIELD_METHODS for seed in seeds]
+
+
+def field_table(records: Sequence[Mapping[str, Any]], dataset: str = "cgmnist", profile: str = "full") -> pd.DataFrame:
+    """:data:`FIELD_METHODS`' recorded runs as :func:`schedule_table` shows chapter 6's: recorded or *missing*, no
+    published column (none of their papers reports CG-MNIST)."""
+    return _planned_table(records, field_configs(profile, dataset=dataset), dataset)
+
+
+def _planned_table(records: Sequence[Mapping[str, Any]], configs: Sequence[RunConfig], dataset: str) -> pd.DataFrame:
     keys = {c.key for c in configs}
     labels = list(dict.fromkeys(c.label for c in configs))
     return reproduction_table([r for r in records if r.get("key") in keys], dataset, labels=labels,

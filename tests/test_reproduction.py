@@ -287,3 +287,22 @@ def test_chapter_6_s_table_shows_recorded_schedules_and_leaves_the_others_missin
     assert set(table.loc[["reconboost", "relearning", "udi-color"], "status"]) == {"missing"}
     assert table.loc["udi-no_consistency", "acc (%)"] == "40.00"
     assert "published acc (%)" not in table.columns  # the papers' figures are another protocol's
+
+
+def test_the_field_s_other_methods_are_a_table_of_their_own_recorded_or_missing(capsys, tmp_path):
+    from mmlab.cli import main
+    from mmlab.reproduction import FIELD_METHODS, field_configs, field_table
+
+    configs = field_configs("full")
+    assert len(configs) == 3 * len(FIELD_METHODS)
+    assert {c.dataset_options.get("protocol") for c in configs} == {"mmlab-2"}  # the book's current protocol
+    cggm = next(c for c in configs if c.label == "cggm" and c.seed == 0)
+    record = _record("cggm", 0, 0.55)
+    record["config"] = {**record["config"], "method": "cggm", "method_options": {}}
+    record["key"] = cggm.key
+    table = field_table([record])
+    assert list(table.index) == ["uncertainty", "cggm", "mmcosine", "ume", "umt"]
+    assert table.loc["cggm", "status"] == "recorded" and table.loc["cggm", "acc (%)"] == "55.00"
+    assert set(table.loc[["uncertainty", "mmcosine", "ume", "umt"], "status"]) == {"missing"}
+    assert main(["sweep", "--study", "field", "--dry-run", "--results", str(tmp_path)]) == 0
+    assert capsys.readouterr().out.startswith("15 runs: 0 recorded, 15 to train")
