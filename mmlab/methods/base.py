@@ -196,6 +196,17 @@ class Method:
         return (self.__doc__ or self.name).strip().splitlines()[0]
 
 
+def first_stage_epochs(method: str, option: str, value: int | None, num_epochs: int) -> int:
+    """How many epochs a two-stage method's first stage takes: ``value``, or half the run for ``None``; an error
+    naming the method and its option unless both stages get at least one epoch (UDI, UMT, pre-training then
+    fine-tuning)."""
+    epochs = num_epochs // 2 if value is None else value
+    if not 1 <= epochs < num_epochs:
+        raise ValueError(f"{method} needs at least one epoch of each stage: {option}={epochs} of a "
+                         f"{num_epochs}-epoch run")
+    return epochs
+
+
 @torch.no_grad()
 def reinitialize_toward(parameters: Sequence[torch.nn.Parameter], initial: Sequence[torch.Tensor],
                         strength: float) -> None:

@@ -90,7 +90,7 @@ class CGGM(Method):
         if self.coefficients is not None and self.direction_weight > 0:
             fusion = state.model.fusion
             weight = fusion.linear.weight
-            blocks = [weight[:, cols] for cols in fusion._column_slices().values()]
+            blocks = [weight[:, cols] for cols in fusion.modality_columns().values()]
             terms["direction"] = direction_loss(self.coefficients, blocks,
                                                 [heads[m].weight for m in self.modality_order])
         return terms

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from ..models import ModelOutput
-from .base import TrainState
+from .base import TrainState, first_stage_epochs
 from .baselines import UniformBaseline
 
 
@@ -45,12 +45,8 @@ class PretrainFinetune(UniformBaseline):
         self.stage_epochs = 0  # pre-training epochs of this run, set by setup
 
     def setup(self, state: TrainState) -> None:
-        epochs = state.num_epochs // 2 if self.pretrain_epochs is None else self.pretrain_epochs
-        if not 1 <= epochs < state.num_epochs:
-            raise ValueError(
-                f"pretrain_finetune needs at least one epoch of each stage: pretrain_epochs={epochs} "
-                f"of a {state.num_epochs}-epoch run")
-        self.stage_epochs = epochs
+        self.stage_epochs = first_stage_epochs("pretrain_finetune", "pretrain_epochs", self.pretrain_epochs,
+                                               state.num_epochs)
 
     def pretraining(self, state: TrainState) -> bool:
         return state.epoch < self.stage_epochs

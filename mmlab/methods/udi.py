@@ -49,7 +49,7 @@ from torch import nn
 
 from ..errors import UnknownNameError
 from ..models import ModelOutput
-from .base import Method, TrainState
+from .base import Method, TrainState, first_stage_epochs
 
 __all__ = ["CLUBEstimator", "UDI", "dynamic_loss_weights", "js_divergence"]
 
@@ -181,11 +181,7 @@ class UDI(Method):
 
     # -- stages ------------------------------------------------------------------------------------
     def setup(self, state: TrainState) -> None:
-        epochs = state.num_epochs // 2 if self.anchor_epochs_option is None else self.anchor_epochs_option
-        if not 1 <= epochs < state.num_epochs:
-            raise ValueError(f"udi needs at least one epoch of each stage: anchor_epochs={epochs} of a "
-                             f"{state.num_epochs}-epoch run")
-        self.stage_epochs = epochs
+        self.stage_epochs = first_stage_epochs("udi", "anchor_epochs", self.anchor_epochs_option, state.num_epochs)
         features = {m: head.in_features for m, head in state.model.unimodal_heads.items()}
         first, second = list(features)
         self.estimator = CLUBEstimator(features[first], features[second]).to(state.device)

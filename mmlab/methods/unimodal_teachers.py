@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from ..models import ModelOutput
-from .base import TrainState
+from .base import TrainState, first_stage_epochs
 from .baselines import UniformBaseline
 
 
@@ -75,11 +75,7 @@ class UniModalTeacher(UniformBaseline):
         self.stage_epochs = 0
 
     def setup(self, state: TrainState) -> None:
-        epochs = state.num_epochs // 2 if self.teacher_epochs is None else self.teacher_epochs
-        if not 1 <= epochs < state.num_epochs:
-            raise ValueError(f"umt needs at least one epoch of each stage: teacher_epochs={epochs} of a "
-                             f"{state.num_epochs}-epoch run")
-        self.stage_epochs = epochs
+        self.stage_epochs = first_stage_epochs("umt", "teacher_epochs", self.teacher_epochs, state.num_epochs)
         # called before a resume loads the checkpoint: the model is at the run's initial state here
         self.initial = copy.deepcopy(state.model.state_dict())
         self.teachers = copy.deepcopy(state.model.encoders).eval().requires_grad_(False)

@@ -30,7 +30,8 @@ class ConcatFusion(nn.Module):
         self.feature_dims = dict(feature_dims)
         self.linear = nn.Linear(sum(self.feature_dims.values()), num_classes)
 
-    def _column_slices(self) -> dict[str, slice]:
+    def modality_columns(self) -> dict[str, slice]:
+        """Which columns of ``linear.weight`` multiply each modality's features: ``W^m = weight[:, cols]``."""
         slices, start = {}, 0
         for m in self.modalities:
             slices[m] = slice(start, start + self.feature_dims[m])
@@ -47,7 +48,7 @@ class ConcatFusion(nn.Module):
         share_of_bias = bias / len(self.modalities)
         return {
             m: F.linear(features[m], weight[:, cols], share_of_bias)
-            for m, cols in self._column_slices().items()
+            for m, cols in self.modality_columns().items()
         }
 
 
@@ -103,5 +104,5 @@ class CosineFusion(ConcatFusion):
         weight = self.linear.weight
         return {
             m: self.scaling * F.linear(F.normalize(features[m], dim=1), F.normalize(weight[:, cols], dim=1))
-            for m, cols in self._column_slices().items()
+            for m, cols in self.modality_columns().items()
         }
