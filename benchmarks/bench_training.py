@@ -72,6 +72,12 @@ CASES = {
     "mmcosine": dict(method="mmcosine"),
     "ume": dict(method="ume"),
     "umt": dict(method="umt"),
+    # its second epoch re-samples (warm-up: the first): samples/s counts each training sample once, so the
+    # valuation pass and the copies are what it costs over the joint loss
+    "sample_valuation": dict(method="sample_valuation"),
+    "inforeg": dict(method="inforeg"),
+    "cml": dict(method="cml"),
+    "amco": dict(method="amco"),
     # three seeds of the uniform baseline trained together (mmlab.training.train_stacked): samples/s
     # of the three together; its bare loop is one model's, so its ratio is the speed-up over that
     "uniform, 3 seeds stacked": dict(method="uniform", stack=3),
@@ -93,14 +99,16 @@ PLAIN = {"uniform, 3 seeds stacked": "uniform", "uniform, CUDA graph": "uniform"
          "ogm_ge": "joint", "opm": "joint", "mgda": "uniform", "pcgrad": "uniform", "gradnorm": "uniform",
          "metabalance": "uniform", "mmpareto": "uniform", "greedy": "mmtm", "pmr": "joint", "agm": "joint",
          "gblending": "uniform", "uncertainty": "uniform", "cggm": "uniform", "mmcosine": "joint", "ume": "uniform",
-         "umt": "uniform"}
+         "umt": "uniform", "sample_valuation": "joint",
+         "inforeg": "uniform", "cml": "joint", "amco": "joint"}
 # The bare loop trains with the method's plain losses (fused CE, plus the unimodal CEs where the
 # method has heads): for OGM-GE that is one joint loss, for MGDA, PCGrad and MMPareto the uniform
 # baseline. Their ratio is therefore their cost over the plain method they modify. MMTM and Greedy
 # train the model with cross-modal modules (the bare loop too); Greedy's plain method is `mmtm`.
 # PMR and AGM modify the one joint loss; G-Blending (re-weighted every epoch here, so that its two
 # evaluation passes per super-epoch are counted at their most frequent) the uniform baseline. Uncertainty
-# weighting, CGGM, UME and UMT train heads, so theirs is the uniform baseline; MMCosine's the joint loss.
+# weighting, CGGM, UME, UMT and InfoReg train heads, so theirs is the uniform baseline; MMCosine's, sample-level
+# valuation's, CML's and AMCo's the joint loss.
 
 
 def _peak_memory_mb(device) -> float:

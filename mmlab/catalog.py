@@ -58,6 +58,8 @@ CATALOG: tuple[MethodEntry, ...] = (
                 authors_code="GeWu-Lab/OGM-GE_CVPR2022"),
     MethodEntry("OPM", "Wei et al., TPAMI 2024", CH3, "drop the leading modality's features in the forward pass, "
                 "with a probability set by its lead", "opm", cite="wei2024opm", balancebenchmark="OPM"),
+    MethodEntry("AMCo", "Zhou et al., ICASSP 2023", CH3, "find the modality the prediction depends on and mask a "
+                "growing share of its features", "amco", cite="zhou2023amco", balancebenchmark="AMCo"),
     MethodEntry("PMR", "Fan et al., CVPR 2023", CH3, "a prototypical loss for the slower modality while it is "
                 "behind", "pmr", cite="fan2023pmr", balancebenchmark="PMR",
                 authors_code="fanyunfeng-bit/Modal-Imbalance-PMR"),
@@ -79,15 +81,23 @@ CATALOG: tuple[MethodEntry, ...] = (
                 "gradient's norm", "metabalance", cite="he2022metabalance"),
     MethodEntry("Uncertainty weighting", "Kendall, Gal & Cipolla, CVPR 2018", CH4, "learned log-variances weigh "
                 "the multimodal and unimodal losses", "uncertainty", cite="kendall2018uncertainty"),
+    MethodEntry("CML", "Ma et al., ICML 2023", CH4, "penalise a prediction that is more confident with a modality "
+                "removed than with all of them", "cml", cite="ma2023cml", balancebenchmark="CML"),
     MethodEntry("MMPareto", "Wei & Hu, ICML 2024", CH4, "the Pareto combination where the gradients conflict, "
                 "their sum rescaled otherwise: SGD noise kept", "mmpareto", cite="wei2024mmpareto",
                 balancebenchmark="MMPareto", authors_code="GeWu-Lab/MMPareto_ICML2024"),
+    MethodEntry("Sample-level modality valuation", "Wei et al., CVPR 2024", CH5, "each sample's Shapley "
+                "contribution per modality; copies that keep only the modality that contributed little",
+                "sample_valuation", cite="wei2024valuation", balancebenchmark="Sample"),
     MethodEntry("UDI", "arXiv 2509.02281, 2025", CH6, "train the better modality as a frozen anchor, then the "
                 "other guided by it", "udi", cite="udi2025"),
     MethodEntry("UME", "Du et al., ICML 2023", CH6, "train each modality alone; predict with the ensemble of their "
                 "logits", "ume", cite="du2023unimodal"),
     MethodEntry("UMT", "Du et al., ICML 2023", CH6, "train unimodal teachers, then distil their features into the "
                 "multimodal model's encoders", "umt", cite="du2023unimodal", balancebenchmark="UMT"),
+    MethodEntry("InfoReg", "Huang et al., CVPR 2025", CH6, "pull the information-sufficient modality's encoder "
+                "back while its Fisher-information trace still grows (the prime learning window)", "inforeg",
+                cite="huang2025inforeg", authors_code="GeWu-Lab/InfoReg_CVPR2025"),
     MethodEntry("MLA", "Zhang et al., CVPR 2024", CH6, "alternate the modalities through one shared head, "
                 "protecting what earlier ones taught it", "mla", cite="zhang2024mla", balancebenchmark="MLA",
                 authors_code="Cecile-hi/Multimodal-Learning-with-Alternating-Unimodal-Adaptation"),
@@ -100,15 +110,12 @@ CATALOG: tuple[MethodEntry, ...] = (
     # named by the issue that asks for them, not built yet
     MethodEntry("MSLR", "Yao & Mihalcea, Findings of ACL 2022", CH2, "a learning rate per modality: keep, smooth or "
                 "dynamic"),
-    MethodEntry("MILES", "2024", CH2, "learning rates scheduled from the conditional utilisation rates"),
-    MethodEntry("Sample-level modality valuation", "Wei et al., CVPR 2024", CH5, "per-sample Shapley contributions; "
-                "re-sample the low-contributing modality", balancebenchmark="Sample"),
-    MethodEntry("InfoReg", "Huang et al., CVPR 2025", CH6, "regulate the dominant modality while it is acquiring "
-                "information"),
-    MethodEntry("CML", "BalanceBenchmark's trainer", CH4, "see BalanceBenchmark", balancebenchmark="CML"),
-    MethodEntry("AMCo", "BalanceBenchmark's trainer", CH3, "see BalanceBenchmark", balancebenchmark="AMCo"),
-    MethodEntry("LFM", "BalanceBenchmark's trainer", CH4, "see BalanceBenchmark", balancebenchmark="LFM"),
-    MethodEntry("MBSD", "BalanceBenchmark's trainer", CH4, "see BalanceBenchmark", balancebenchmark="MBSD"),
+    MethodEntry("MILES", "Guerra-Manzanares & Shamout, IJCNN 2025 (arXiv 2510.17394)", CH2, "learning rates scheduled from the conditional utilisation rates"),
+    # the GeWu tutorial (seed 001) names these four with their papers and their ideas in a sentence each
+    MethodEntry("LFM", "Yang et al., NeurIPS 2024", CH4, "a contrastive loss per modality beside the labels' loss, "
+                "to even out how well each fits the labels", balancebenchmark="LFM"),
+    MethodEntry("MBSD", "Liu et al., WSDM 2023", CH6, "distil the dominant modality's predictions and "
+                "representations into the weaker one", balancebenchmark="MBSD"),
 )
 
 

@@ -207,7 +207,8 @@ def schedule_table(records: Sequence[Mapping[str, Any]], dataset: str = "cgmnist
 #: 4, CGGM and MMCosine in chapter 3, UME and UMT in chapter 6), recorded per seed in the full profile
 #: (``sweep --study field``); MMPareto's Table 3 has none of them
 FIELD_METHODS: list[Planned] = [Planned("uncertainty"), Planned("cggm"), Planned("mmcosine"), Planned("ume"),
-                                Planned("umt")]
+                                Planned("umt"), Planned("sample_valuation"), Planned("inforeg"),
+                                Planned("cml"), Planned("amco")]
 
 
 def field_configs(profile: str = "full", seeds: Sequence[int] = (0, 1, 2), dataset: str = "cgmnist") -> list[RunConfig]:

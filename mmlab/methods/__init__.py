@@ -27,6 +27,10 @@ from .uncertainty import UncertaintyWeighting
 from .mmcosine import MMCosine
 from .cggm import CGGM
 from .unimodal_teachers import UniModalEnsemble, UniModalTeacher
+from .valuation import SampleValuation
+from .inforeg import InfoReg
+from .cml import CML
+from .amco import AMCo
 
 METHODS: dict[str, Callable[..., Method]] = {
     "joint": JointLoss,
@@ -54,6 +58,10 @@ METHODS: dict[str, Callable[..., Method]] = {
     "cggm": CGGM,
     "ume": UniModalEnsemble,
     "umt": UniModalTeacher,
+    "sample_valuation": SampleValuation,
+    "inforeg": InfoReg,
+    "cml": CML,
+    "amco": AMCo,
 }
 
 #: How prose and captions name each method: the papers' words, not the registry's ids.
@@ -83,6 +91,10 @@ METHOD_TITLES: dict[str, str] = {
     "cggm": "CGGM",
     "ume": "the uni-modal ensemble (UME)",
     "umt": "the uni-modal teacher (UMT)",
+    "sample_valuation": "sample-level modality valuation",
+    "inforeg": "InfoReg",
+    "cml": "CML",
+    "amco": "AMCo",
 }
 
 

@@ -4,6 +4,7 @@ A *method* is a small object that plugs into declared hooks of
 :func:`mmlab.training.train`; no method copies the loop. One training step is::
 
     on_epoch_start(state)                               # once per epoch
+    samples = method.epoch_samples(state)               # the epoch's training samples (default: each once)
     for state.substep in method.substeps(state):        # one optimiser step each (default: one)
     output = model(inputs, intervene=...)               # forward-time intervention
     losses = method.losses(output, labels, state)       # named loss terms
@@ -32,7 +33,11 @@ hook                       used by
 ``fusion_options``         MMCosine (the scaling of its cosines)
 ``setup``                  GradNorm / uncertainty weighting (extra parameters or
                            optimiser), Greedy (checks the model)
-``intervene``              OPM (drop a modality's features)
+``intervene``              OPM (drop a modality's features); sample-level valuation
+                           (keep one modality of a re-sampled copy)
+``epoch_samples``          sample-level valuation (each epoch's training samples, with
+                           copies of those whose modality contributed little;
+                           ``state.batch_positions``)
 ``substeps``               MLA (one optimiser step per modality, in turn, on each
                            batch)
 ``losses``/``total_loss``  every method; G-Blending and GradNorm re-weight
@@ -93,6 +98,9 @@ class TrainState:
     features: Callable[[str], tuple[dict[str, torch.Tensor], torch.Tensor]] | None = None
     #: the substep being trained (one of :meth:`Method.substeps`; ``None`` for a method with one)
     substep: Any = None
+    #: where the current training batch's samples stand in the list :meth:`Method.epoch_samples` returned
+    #: (``[B]`` on the device); ``None`` in an epoch that trains on every sample once
+    batch_positions: torch.Tensor | None = None
 
     def log(self, name: str, value: Any) -> None:
         """Record ``value`` (number or 0-d tensor) under ``name``; averaged per epoch."""
@@ -143,6 +151,15 @@ class Method:
 
     def on_epoch_start(self, state: TrainState) -> None:
         """Called before each training epoch."""
+
+    def epoch_samples(self, state: TrainState) -> torch.Tensor | None:
+        """The samples this epoch trains on, called after :meth:`on_epoch_start`: a 1-d integer tensor of
+        indices into the training split, of any length and with repeats, which the loop shuffles by the run's
+        ``(seed, epoch)`` and cuts into batches. While the epoch trains, ``state.batch_positions`` says which
+        entries of that list the current batch holds (a method keeps what it knows about each entry: sample-level
+        valuation, which modality a copy keeps). ``state.steps_per_epoch`` stays the plain epoch's. Default
+        ``None``: every training sample once, in the plain order. A method that returns samples must not stack."""
+        return None
 
     def intervene(self, features: dict[str, torch.Tensor], state: TrainState) -> dict[str, torch.Tensor]:
         """Forward-time intervention on the features, before fusion (training only)."""

@@ -48,31 +48,66 @@ class ResidentBatches:
         return other
 
     def __len__(self) -> int:
-        full, rest = divmod(self.num_samples, self.batch_size)
-        return full + (1 if rest >= 2 else 0)  # a last batch of one sample would break BatchNorm
+        return self.batches_in(self.num_samples)  # a last batch of one sample would break BatchNorm
 
-    def order(self, epoch: int) -> torch.Tensor:
+    def batches_in(self, count: int) -> int:
+        """How many batches an epoch of ``count`` samples has (see :meth:`__len__`)."""
+        full, rest = divmod(count, self.batch_size)
+        return full + (1 if rest >= 2 else 0)
+
+    def order(self, epoch: int, count: int | None = None) -> torch.Tensor:
+        """The epoch's permutation of ``count`` positions (default: the split's samples)."""
+        count = self.num_samples if count is None else count
         if not self.shuffle:
-            return torch.arange(self.num_samples, device=self.device)
+            return torch.arange(count, device=self.device)
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-        return torch.randperm(self.num_samples, generator=g).to(self.device)
+        return torch.randperm(count, generator=g).to(self.device)
 
     def epoch(self, epoch: int = 0) -> Iterator[tuple[dict[str, torch.Tensor], torch.Tensor]]:
-        order = self.order(epoch)
+        """The epoch's batches ``(inputs, labels)``: every sample once, in the order of ``(seed, epoch)``."""
+        for inputs, labels, _ in self.epoch_of(epoch, None):
+            yield inputs, labels
+
+    def epoch_of(self, epoch: int, samples: torch.Tensor | None
+                 ) -> Iterator[tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]]:
+        """The batches of an epoch over ``samples`` (indices into the split, repeats allowed; ``None``: each
+        sample once), shuffled by ``(seed, epoch)``, as ``(inputs, labels, positions)``: ``positions`` are the
+        batch's places in ``samples`` (:meth:`mmlab.methods.Method.epoch_samples`)."""
+        if samples is not None:
+            samples = check_samples(samples, self.num_samples).to(self.device)
+        count = self.num_samples if samples is None else len(samples)
+        order = self.order(epoch, count)
         generator = None
         if self.transform is not None:
             generator = torch.Generator(device=self.device)
             generator.manual_seed(self.seed * 1_000_003 + epoch + 500_009)
-        for start in range(0, self.num_samples, self.batch_size):
-            idx = order[start:start + self.batch_size]
-            if len(idx) < 2:
+        for start in range(0, count, self.batch_size):
+            positions = order[start:start + self.batch_size]
+            if len(positions) < 2:
                 break
+            idx = positions if samples is None else samples.index_select(0, positions)
             inputs = {m: _as_float(x.index_select(0, idx)) for m, x in self.inputs.items()}
             for m, (mean, std) in self.normalization.items():
                 inputs[m] = inputs[m].sub_(mean).div_(std)
             if self.transform is not None:
                 inputs = self.transform(inputs, generator)
-            yield inputs, self.labels.index_select(0, idx)
+            yield inputs, self.labels.index_select(0, idx), positions
+
+
+def check_samples(samples: torch.Tensor, num_samples: int) -> torch.Tensor:
+    """An epoch's list of training samples, checked: a 1-d integer tensor of at least two indices, each in
+    ``[0, num_samples)``."""
+    if not isinstance(samples, torch.Tensor) or samples.dim() != 1 or samples.dtype.is_floating_point \
+            or samples.dtype == torch.bool:
+        raise ValueError("an epoch's samples must be a 1-d integer tensor of indices into the training split, got "
+                         + (f"a {samples.dtype} tensor of shape {tuple(samples.shape)}"
+                            if isinstance(samples, torch.Tensor) else repr(type(samples).__name__)))
+    if len(samples) < 2:
+        raise ValueError(f"an epoch needs at least two samples (one batch of two), got {len(samples)}")
+    low, high = int(samples.min()), int(samples.max())
+    if low < 0 or high >= num_samples:
+        raise ValueError(f"an epoch's sample indices must lie in [0, {num_samples}), got {low}..{high}")
+    return samples.long()
 
 
 def _as_float(x: torch.Tensor) -> torch.Tensor:

@@ -26,7 +26,7 @@ from ..methods import Method, TrainState, build_method
 from ..metrics import accuracy, cosine, global_norm, macro_f1
 from ..models import ModelOutput, MultimodalClassifier, ParameterGroups, build_model
 from ..progress import progress_bar
-from .batches import ResidentBatches
+from .batches import ResidentBatches, check_samples
 from .checkpoint import load_checkpoint, save_checkpoint
 from .device import describe_device, pick_device, wait_for_device
 from .graph import CapturedSteps, CudaGraphs, is_capturable
@@ -395,8 +395,9 @@ def _train_runs(configs: list[RunConfig], methods: list[Method] | None, *, devic
             captured.start_epoch()
         t_epoch = time.perf_counter()
         wall_epoch = time.time()
-        steps = progress_bar(zip(*(run.train_batches.epoch(epoch) for run in runs)), progress=progress,
-                             total=len(train_batches), leave=False, desc=f"epoch {epoch + 1}", unit="batch")
+        epoch_batches = [_epoch_batches(run, epoch, len(runs)) for run in runs]
+        steps = progress_bar(zip(*(batches for batches, _ in epoch_batches)), progress=progress,
+                             total=epoch_batches[0][1], leave=False, desc=f"epoch {epoch + 1}", unit="batch")
         for batches in steps:
             _train_step(runs, batches, stacked, autocast, check_every, log_learning_speeds, captured)
         if captured is not None:
@@ -461,6 +462,28 @@ def _graph_backend(cuda_graph, device: torch.device):
     if cuda_graph is True:
         return CudaGraphs(device)
     return cuda_graph
+
+
+def _epoch_batches(run: _Run, epoch: int, group_size: int):
+    """The batches of one run's epoch and how many there are: every training sample once, or the samples its
+    method asks for (:meth:`~mmlab.methods.Method.epoch_samples`), with ``state.batch_positions`` set for each
+    batch as it is drawn (that is, just before its step)."""
+    samples = run.method.epoch_samples(run.state)
+    run.state.batch_positions = None
+    if samples is None:
+        return run.train_batches.epoch(epoch), len(run.train_batches)
+    if group_size > 1:
+        raise ValueError(f"method {run.method.name!r} chooses each epoch's samples: its runs cannot train as one "
+                         "stacked model (declare stackable = False)")
+    samples = check_samples(samples, run.train_batches.num_samples)
+
+    def positioned():
+        for inputs, labels, positions in run.train_batches.epoch_of(epoch, samples):
+            run.state.batch_positions = positions
+            yield inputs, labels
+        run.state.batch_positions = None
+
+    return positioned(), run.train_batches.batches_in(len(samples))
 
 
 def _step_state(run: _Run) -> list[torch.Tensor]:
