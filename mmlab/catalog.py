@@ -98,6 +98,8 @@ CATALOG: tuple[MethodEntry, ...] = (
     MethodEntry("InfoReg", "Huang et al., CVPR 2025", CH6, "pull the information-sufficient modality's encoder "
                 "back while its Fisher-information trace still grows (the prime learning window)", "inforeg",
                 cite="huang2025inforeg", authors_code="GeWu-Lab/InfoReg_CVPR2025"),
+    MethodEntry("MBSD", "Liu et al., WSDM 2023", CH6, "where one modality is right, pull the other's prediction "
+                "towards it, weighted by their confidence gap", "mbsd", cite="liu2023mbsd", balancebenchmark="MBSD"),
     MethodEntry("MLA", "Zhang et al., CVPR 2024", CH6, "alternate the modalities through one shared head, "
                 "protecting what earlier ones taught it", "mla", cite="zhang2024mla", balancebenchmark="MLA",
                 authors_code="Cecile-hi/Multimodal-Learning-with-Alternating-Unimodal-Adaptation"),
@@ -114,8 +116,6 @@ CATALOG: tuple[MethodEntry, ...] = (
     # the GeWu tutorial (seed 001) names these four with their papers and their ideas in a sentence each
     MethodEntry("LFM", "Yang et al., NeurIPS 2024", CH4, "a contrastive loss per modality beside the labels' loss, "
                 "to even out how well each fits the labels", balancebenchmark="LFM"),
-    MethodEntry("MBSD", "Liu et al., WSDM 2023", CH6, "distil the dominant modality's predictions and "
-                "representations into the weaker one", balancebenchmark="MBSD"),
 )
 
 

@@ -208,7 +208,8 @@ def schedule_table(records: Sequence[Mapping[str, Any]], dataset: str = "cgmnist
 #: (``sweep --study field``); MMPareto's Table 3 has none of them
 FIELD_METHODS: list[Planned] = [Planned("uncertainty"), Planned("cggm"), Planned("mmcosine"), Planned("ume"),
                                 Planned("umt"), Planned("sample_valuation"), Planned("inforeg"),
-                                Planned("cml"), Planned("amco")]
+                                Planned("cml"), Planned("amco"),
+                                Planned("mbsd")]
 
 
 def field_configs(profile: str = "full", seeds: Sequence[int] = (0, 1, 2), dataset: str = "cgmnist") -> list[RunConfig]:

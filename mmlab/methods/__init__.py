@@ -31,6 +31,7 @@ from .valuation import SampleValuation
 from .inforeg import InfoReg
 from .cml import CML
 from .amco import AMCo
+from .mbsd import MBSD
 
 METHODS: dict[str, Callable[..., Method]] = {
     "joint": JointLoss,
@@ -62,6 +63,7 @@ METHODS: dict[str, Callable[..., Method]] = {
     "inforeg": InfoReg,
     "cml": CML,
     "amco": AMCo,
+    "mbsd": MBSD,
 }
 
 #: How prose and captions name each method: the papers' words, not the registry's ids.
@@ -95,6 +97,7 @@ METHOD_TITLES: dict[str, str] = {
     "inforeg": "InfoReg",
     "cml": "CML",
     "amco": "AMCo",
+    "mbsd": "MBSD",
 }
 
 
