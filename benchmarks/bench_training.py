@@ -79,6 +79,7 @@ CASES = {
     "cml": dict(method="cml"),
     "amco": dict(method="amco"),
     "mbsd": dict(method="mbsd"),
+    "lfm": dict(method="lfm"),
     # three seeds of the uniform baseline trained together (mmlab.training.train_stacked): samples/s
     # of the three together; its bare loop is one model's, so its ratio is the speed-up over that
     "uniform, 3 seeds stacked": dict(method="uniform", stack=3),
@@ -102,7 +103,7 @@ PLAIN = {"uniform, 3 seeds stacked": "uniform", "uniform, CUDA graph": "uniform"
          "gblending": "uniform", "uncertainty": "uniform", "cggm": "uniform", "mmcosine": "joint", "ume": "uniform",
          "umt": "uniform", "sample_valuation": "joint",
          "inforeg": "uniform", "cml": "joint", "amco": "joint",
-         "mbsd": "joint"}
+         "mbsd": "joint", "lfm": "joint"}
 # The bare loop trains with the method's plain losses (fused CE, plus the unimodal CEs where the
 # method has heads): for OGM-GE that is one joint loss, for MGDA, PCGrad and MMPareto the uniform
 # baseline. Their ratio is therefore their cost over the plain method they modify. MMTM and Greedy
@@ -110,7 +111,7 @@ PLAIN = {"uniform, 3 seeds stacked": "uniform", "uniform, CUDA graph": "uniform"
 # PMR and AGM modify the one joint loss; G-Blending (re-weighted every epoch here, so that its two
 # evaluation passes per super-epoch are counted at their most frequent) the uniform baseline. Uncertainty
 # weighting, CGGM, UME, UMT and InfoReg train heads, so theirs is the uniform baseline; MMCosine's, sample-level
-# valuation's, CML's, AMCo's and MBSD's (shares, no heads) the joint loss.
+# valuation's, CML's, AMCo's, MBSD's and LFM's (shares, no heads) the joint loss.
 
 
 def _peak_memory_mb(device) -> float:

@@ -83,6 +83,9 @@ CATALOG: tuple[MethodEntry, ...] = (
                 "the multimodal and unimodal losses", "uncertainty", cite="kendall2018uncertainty"),
     MethodEntry("CML", "Ma et al., ICML 2023", CH4, "penalise a prediction that is more confident with a modality "
                 "removed than with all of them", "cml", cite="ma2023cml", balancebenchmark="CML"),
+    MethodEntry("LFM", "Yang et al., NeurIPS 2024", CH4, "trade the fused loss against an alignment of the "
+                "modalities' predictions, the trade-off learned each epoch", "lfm", cite="yang2024lfm",
+                balancebenchmark="LFM"),
     MethodEntry("MMPareto", "Wei & Hu, ICML 2024", CH4, "the Pareto combination where the gradients conflict, "
                 "their sum rescaled otherwise: SGD noise kept", "mmpareto", cite="wei2024mmpareto",
                 balancebenchmark="MMPareto", authors_code="GeWu-Lab/MMPareto_ICML2024"),
@@ -114,8 +117,6 @@ CATALOG: tuple[MethodEntry, ...] = (
                 "dynamic"),
     MethodEntry("MILES", "Guerra-Manzanares & Shamout, IJCNN 2025 (arXiv 2510.17394)", CH2, "learning rates scheduled from the conditional utilisation rates"),
     # the GeWu tutorial (seed 001) names these four with their papers and their ideas in a sentence each
-    MethodEntry("LFM", "Yang et al., NeurIPS 2024", CH4, "a contrastive loss per modality beside the labels' loss, "
-                "to even out how well each fits the labels", balancebenchmark="LFM"),
 )
 
 

@@ -209,7 +209,7 @@ def schedule_table(records: Sequence[Mapping[str, Any]], dataset: str = "cgmnist
 FIELD_METHODS: list[Planned] = [Planned("uncertainty"), Planned("cggm"), Planned("mmcosine"), Planned("ume"),
                                 Planned("umt"), Planned("sample_valuation"), Planned("inforeg"),
                                 Planned("cml"), Planned("amco"),
-                                Planned("mbsd")]
+                                Planned("mbsd"), Planned("lfm")]
 
 
 def field_configs(profile: str = "full", seeds: Sequence[int] = (0, 1, 2), dataset: str = "cgmnist") -> list[RunConfig]:

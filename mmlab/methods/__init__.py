@@ -32,6 +32,7 @@ from .inforeg import InfoReg
 from .cml import CML
 from .amco import AMCo
 from .mbsd import MBSD
+from .lfm import LFM
 
 METHODS: dict[str, Callable[..., Method]] = {
     "joint": JointLoss,
@@ -64,6 +65,7 @@ METHODS: dict[str, Callable[..., Method]] = {
     "cml": CML,
     "amco": AMCo,
     "mbsd": MBSD,
+    "lfm": LFM,
 }
 
 #: How prose and captions name each method: the papers' words, not the registry's ids.
@@ -98,6 +100,7 @@ METHOD_TITLES: dict[str, str] = {
     "cml": "CML",
     "amco": "AMCo",
     "mbsd": "MBSD",
+    "lfm": "LFM",
 }
 
 
