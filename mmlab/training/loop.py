@@ -475,6 +475,7 @@ def _epoch_batches(run: _Run, epoch: int, group_size: int):
     if group_size > 1:
         raise ValueError(f"method {run.method.name!r} chooses each epoch's samples: its runs cannot train as one "
                          "stacked model (declare stackable = False)")
+    # checked here, before the epoch's first batch is drawn (epoch_of checks again: it is public)
     samples = check_samples(samples, run.train_batches.num_samples)
 
     def positioned():
