@@ -286,9 +286,180 @@ class _Run:
     last_losses: dict[str, torch.Tensor] | None = None  # the last step's loss terms (for an error message)
 
 
+@dataclass
+class _Data:
+    """The data every run of one training shares, on the device: the splits, the shuffled training batches, and
+    the evaluated splits' batches (val, test, and any further test-like splits a dataset adds, such as CG-MNIST's
+    ``test@agreement=...``)."""
+
+    splits: dict[str, Any]
+    train: ResidentBatches
+    evaluated: list[str]
+    eval_batches: dict[str, ResidentBatches]
+
+
+def _load_data(first: RunConfig, spec, modalities, device: torch.device, data_root) -> _Data:
+    """Phase 1 of a training: the splits and their batches (the same for every run: they differ in their seed only)."""
+    splits = spec.load_splits(
+        train_size=first.train_size, val_size=first.val_size, test_size=first.test_size,
+        data_seed=first.data_seed, options=first.dataset_options, root=data_root,
+    )
+    train_batches = ResidentBatches(splits["train"], modalities, first.batch_size, device,
+                                    shuffle=True, seed=first.seed,
+                                    transform=spec.batch_transform(first.dataset_options))
+    evaluated = ["val", "test", *(s for s in splits if s.startswith("test@"))]
+    eval_batches = {s: ResidentBatches(splits[s], modalities, eval_batch_size(device), device)
+                    for s in evaluated}
+    return _Data(splits=splits, train=train_batches, evaluated=evaluated, eval_batches=eval_batches)
+
+
+class _Evaluation:
+    """Evaluates a run on any split by name, the training split included (made on first use: the training samples
+    in their order, without augmentation, and no extra copy of them); :meth:`attach` hands it to the methods'
+    hooks (``state.evaluate``, ``state.features``: G-Blending evaluates before an epoch, UDI encodes a split)."""
+
+    def __init__(self, data: _Data, num_classes: int, device: torch.device):
+        self.data, self.num_classes, self.device = data, num_classes, device
+
+    def batches_of(self, split: str) -> ResidentBatches:
+        batches = self.data.eval_batches
+        if split not in batches:
+            if split != "train":
+                raise UnknownNameError("split", split, ["train", *self.data.evaluated])
+            batches["train"] = self.data.train.for_evaluation(eval_batch_size(self.device))
+        return batches[split]
+
+    def __call__(self, run: _Run, split: str) -> dict[str, float]:
+        return evaluate(run.model, self.batches_of(split), self.num_classes, split, run.method.prediction)
+
+    def features(self, run: _Run, split: str):
+        return encode_split(run.model, self.batches_of(split))
+
+    def attach(self, runs: list[_Run]) -> None:
+        for run in runs:
+            run.state.evaluate = lambda split, run=run: self(run, split)
+            run.state.features = lambda split, run=run: self.features(run, split)
+
+
+def _stacked_encoders(runs: list[_Run]):
+    """Phase 3, for several seeds at once: their encoders as one batched model, or ``None`` where they cannot
+    train as one (different resume epochs, a model that connects its encoders, several optimiser steps per batch,
+    a method that declares itself not stackable)."""
+    from ..models.stacked import StackedEncoders, stackable
+
+    several_substeps = len(runs[0].method.substeps(runs[0].state)) > 1  # (MLA) a step per modality
+    if (len({r.start_epoch for r in runs}) > 1 or not stackable(runs[0].model) or several_substeps
+            or not runs[0].method.stackable):
+        return None
+    return StackedEncoders([r.model for r in runs])
+
+
+def _captured_steps(graphs, runs: list[_Run], stacked, autocast, measure: bool):
+    """Phase 4, with a graph backend: the device's part of a full step, captured once and replayed (``None``:
+    eager steps; a method that is not capturable, or a run that measures the imbalance every step, trains
+    eagerly, with a warning)."""
+    if graphs is None:
+        return None
+    method = runs[0].method
+    if is_capturable(method) and not measure:
+        return CapturedSteps(graphs, runs, lambda batches: _device_step(
+            runs, batches, stacked, autocast, 0, None, False), _step_state)
+    why = "it measures the imbalance every step" if measure else f"method {method.name!r} is not capturable"
+    warnings.warn(f"cuda_graph: {runs[0].config.label} trains eagerly: {why}", stacklevel=4)
+    return None
+
+
+def _start_epoch(runs: list[_Run], epoch: int, captured, device: torch.device) -> None:
+    """Each run's ``on_epoch_start`` hook, its epoch log and count of correct predictions reset."""
+    for run in runs:
+        run.state.epoch = epoch
+        run.model.train()
+        run.method.on_epoch_start(run.state)
+        run.log.reset()
+        if run.correct is None:
+            run.correct = torch.zeros((), dtype=torch.long, device=device)
+        run.correct.zero_()  # in place: a captured step adds to this very tensor
+        run.seen = 0
+    if captured is not None:
+        captured.start_epoch()
+
+
+def _train_epoch(runs: list[_Run], epoch: int, stacked, autocast, check_every: int, log_learning_speeds,
+                 captured, progress: bool) -> None:
+    """Every step of one epoch, for every run (:func:`_train_step`), until the device has done them all."""
+    epoch_batches = [_epoch_batches(run, epoch, len(runs)) for run in runs]
+    steps = progress_bar(zip(*(batches for batches, _ in epoch_batches)), progress=progress,
+                         total=epoch_batches[0][1], leave=False, desc=f"epoch {epoch + 1}", unit="batch")
+    for batches in steps:
+        _train_step(runs, batches, stacked, autocast, check_every, log_learning_speeds, captured)
+    if captured is not None:
+        captured.flush()
+    wait_for_device(runs[0].state.device)  # steps still queued on a GPU belong to this epoch's training time
+
+
+def _end_epoch(run: _Run, epoch: int, train_seconds: float, evaluation: _Evaluation, probes) -> None:
+    """One run's epoch metrics (training means, every evaluated split, the imbalance measures if asked for, and
+    what its ``on_epoch_end`` hook returns), appended to its history; a non-finite epoch loss is an error."""
+    epoch_log = run.log.means()  # converting to floats waits for the device: the epoch is done
+    if not math.isfinite(epoch_log.get("train/loss", 0.0)):
+        _raise_non_finite(run, epoch)
+    metrics: dict[str, Any] = {"epoch": epoch + 1, "step": run.state.step,
+                               "train/acc": float(run.correct) / max(run.seen, 1), **epoch_log,
+                               "time/train_s": train_seconds}
+    for split in evaluation.data.evaluated:
+        metrics.update(evaluation(run, split))
+    if probes is not None:
+        from ..imbalance import imbalance_metrics
+
+        # what the method predicts with, where it is not the fused head (UDI, MLA, ReconBoost)
+        own = type(run.method).prediction is not Method.prediction
+        metrics.update(imbalance_metrics(run.model, probes, run.method.prediction if own else None))
+    metrics.update(run.method.on_epoch_end(run.state, lambda split: evaluation(run, split)) or {})
+    run.history.append(metrics)
+
+
+def _save_run_checkpoint(run: _Run, epochs_done: int, wall_time_s: float, last_epoch_s: float,
+                         code_version, source) -> None:
+    """Everything a run needs to resume after ``epochs_done`` epochs, written atomically."""
+    save_checkpoint(run.checkpoint_path, {
+        "config_key": run.config.key, "config": run.config.to_dict(), "epochs_done": epochs_done,
+        "step": run.state.step, "model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
+        "method": run.method.state_dict(), "generator": run.generator.get_state(),
+        "torch_rng": torch.get_rng_state(), "history": run.history,
+        "wall_time_s": wall_time_s,
+        "git_commits": run.earlier_commits + [code_version[0]],
+        "source_digests": run.earlier_sources + [source],
+        "last_epoch_s": last_epoch_s,
+    })
+
+
+def _run_record(run: _Run, splits, device: torch.device, wall_time_s: float, code_version, source,
+                stacked_runs: int | None, graphs, captured) -> dict[str, Any]:
+    """The record of a finished run (:mod:`mmlab.results`), with its provenance and how it was trained."""
+    from ..provenance import provenance
+    from ..results import make_record
+
+    prov = provenance(device=describe_device(device), wall_time_s=wall_time_s, resumed=run.resumed,
+                      code_version=code_version, earlier_commits=run.earlier_commits, source=source,
+                      earlier_sources=run.earlier_sources)
+    if stacked_runs is not None:
+        prov["stacked_runs"] = stacked_runs  # trained together: the wall time is the group's
+    if graphs is not None:  # how this process trained: steps replayed from a graph, if any
+        prov["cuda_graph"] = {"backend": graphs.name, "captured": captured is not None,
+                              "replayed_steps": captured.replayed if captured is not None else 0,
+                              "graphs": len(captured.graphs) if captured is not None else 0}
+        if captured is not None and captured.failure is not None:
+            prov["cuda_graph"]["failure"] = captured.failure
+    return make_record(run.config, run.history, splits, prov, checkpoint_path=run.checkpoint_path)
+
+
 def _train_runs(configs: list[RunConfig], methods: list[Method] | None, *, device, checkpoint_dir, data_root,
                 progress: bool, callbacks, deadline: float | None, stack: bool,
                 cuda_graph: bool | Any = False) -> list[dict[str, Any]]:
+    """The loop itself, in named phases: the data (:func:`_load_data`), each run's model, optimiser and method
+    (:func:`_prepare_run`, resumed from its checkpoint), the stacked encoders (:func:`_stacked_encoders`), the
+    evaluation (:class:`_Evaluation`) and the captured steps (:func:`_captured_steps`); then, each epoch,
+    :func:`_start_epoch`, :func:`_train_epoch`, :func:`_end_epoch` and a checkpoint per run; then the records."""
     from ..provenance import git_commit, source_digest
 
     for config in configs:
@@ -304,74 +475,33 @@ def _train_runs(configs: list[RunConfig], methods: list[Method] | None, *, devic
         torch.backends.cudnn.benchmark = True  # fastest convolutions; GPU runs are not bit-reproducible
     modalities = methods[0].modalities(list(spec.modalities))
 
-    splits = spec.load_splits(  # the same data for every run here: they differ in their seed only
-        train_size=first.train_size, val_size=first.val_size, test_size=first.test_size,
-        data_seed=first.data_seed, options=first.dataset_options, root=data_root,
-    )
-    train_batches = ResidentBatches(splits["train"], modalities, first.batch_size, device,
-                                    shuffle=True, seed=first.seed,
-                                    transform=spec.batch_transform(first.dataset_options))
-    # val, test, and any further test-like splits the dataset adds (CG-MNIST's test@agreement=...)
-    evaluated = ["val", "test", *(s for s in splits if s.startswith("test@"))]
-    eval_batches = {s: ResidentBatches(splits[s], modalities, eval_batch_size(device), device)
-                    for s in evaluated}
+    data = _load_data(first, spec, modalities, device, data_root)
     checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else default_checkpoint_dir()
-    runs = [_prepare_run(config, method, spec, modalities, device, train_batches.reseeded(config.seed),
+    runs = [_prepare_run(config, method, spec, modalities, device, data.train.reseeded(config.seed),
                          checkpoint_dir)
             for config, method in zip(configs, methods)]
-
-    stacked = None
-    if stack:
-        from ..models.stacked import StackedEncoders, stackable
-
-        several_substeps = len(runs[0].method.substeps(runs[0].state)) > 1  # (MLA) a step per modality
-        if (len({r.start_epoch for r in runs}) > 1 or not stackable(runs[0].model) or several_substeps
-                or not runs[0].method.stackable):  # one after the other,
-            # each with a method object of its own (these ones have been set up on the models above)
-            return [_train_runs([c], None, device=device, checkpoint_dir=checkpoint_dir, data_root=data_root,
-                                progress=progress, callbacks=callbacks, deadline=deadline, stack=False,
-                                cuda_graph=cuda_graph)[0]
-                    for c in configs]
-        stacked = StackedEncoders([r.model for r in runs])
-
-    def batches_of(split: str) -> ResidentBatches:
-        if split not in eval_batches:
-            if split != "train":
-                raise UnknownNameError("split", split, ["train", *evaluated])
-            # the training samples in their order, without augmentation, and no extra copy of them
-            eval_batches["train"] = train_batches.for_evaluation(eval_batch_size(device))
-        return eval_batches[split]
-
-    def run_eval(run: _Run, split: str) -> dict[str, float]:
-        return evaluate(run.model, batches_of(split), spec.num_classes, split, run.method.prediction)
-
-    def run_features(run: _Run, split: str):
-        return encode_split(run.model, batches_of(split))
-
-    for run in runs:  # a method may evaluate at any of its hooks (G-Blending, before an epoch)
-        run.state.evaluate = lambda split, run=run: run_eval(run, split)
-        run.state.features = lambda split, run=run: run_features(run, split)
-
+    stacked = _stacked_encoders(runs) if stack else None
+    if stack and stacked is None:  # one after the other,
+        # each with a method object of its own (these ones have been set up on the models above)
+        return [_train_runs([c], None, device=device, checkpoint_dir=checkpoint_dir, data_root=data_root,
+                            progress=progress, callbacks=callbacks, deadline=deadline, stack=False,
+                            cuda_graph=cuda_graph)[0]
+                for c in configs]
+    evaluation = _Evaluation(data, spec.num_classes, device)
+    evaluation.attach(runs)
     measure = first.measure_imbalance  # the greedy-learner measures (chapter 2), if asked for
+    probes, log_learning_speeds = None, None
     if measure:
-        from ..imbalance import imbalance_metrics, log_learning_speeds, probe_batches
+        from ..imbalance import log_learning_speeds, probe_batches
 
-        probes = {s: probe_batches(splits[s], modalities, device, batch_size=eval_batch_size(device))
+        probes = {s: probe_batches(data.splits[s], modalities, device, batch_size=eval_batch_size(device))
                   for s in ("train", "val")}
-    else:
-        log_learning_speeds = None
-
-    captured = None
-    if graphs is not None and is_capturable(methods[0]) and not measure:
-        captured = CapturedSteps(graphs, runs, lambda batches: _device_step(
-            runs, batches, stacked, autocast, 0, None, False), _step_state)
-    elif graphs is not None:
-        why = "it measures the imbalance every step" if measure else f"method {methods[0].name!r} is not capturable"
-        warnings.warn(f"cuda_graph: {first.label} trains eagerly: {why}", stacklevel=3)
     # bf16 autocast (no loss scaling needed: bfloat16 has float32's exponent range); a captured step
     # cannot use autocast's cache of casted weights (it would replay a stale copy)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=first.precision == "bf16",
                               cache_enabled=graphs is None)
+    captured = _captured_steps(graphs, runs, stacked, autocast, measure)
+
     check_every = 1 if device.type == "cpu" else 25
     label = first.label if len(runs) == 1 else f"{first.label} seeds {','.join(str(c.seed) for c in configs)}"
     start_epoch, last_epoch_s = runs[0].start_epoch, max(r.last_epoch_s for r in runs)
@@ -382,77 +512,23 @@ def _train_runs(configs: list[RunConfig], methods: list[Method] | None, *, devic
         if deadline is not None and time.time() + last_epoch_s > deadline:
             epochs.close()
             raise _time_limit(first, label, epoch, runs[0].checkpoint_path)
-        for run in runs:
-            run.state.epoch = epoch
-            run.model.train()
-            run.method.on_epoch_start(run.state)
-            run.log.reset()
-            if run.correct is None:
-                run.correct = torch.zeros((), dtype=torch.long, device=device)
-            run.correct.zero_()  # in place: a captured step adds to this very tensor
-            run.seen = 0
-        if captured is not None:
-            captured.start_epoch()
-        t_epoch = time.perf_counter()
-        wall_epoch = time.time()
-        epoch_batches = [_epoch_batches(run, epoch, len(runs)) for run in runs]
-        steps = progress_bar(zip(*(batches for batches, _ in epoch_batches)), progress=progress,
-                             total=epoch_batches[0][1], leave=False, desc=f"epoch {epoch + 1}", unit="batch")
-        for batches in steps:
-            _train_step(runs, batches, stacked, autocast, check_every, log_learning_speeds, captured)
-        if captured is not None:
-            captured.flush()
-        wait_for_device(device)  # steps still queued on a GPU belong to this epoch's training time
+        _start_epoch(runs, epoch, captured, device)
+        t_epoch, wall_epoch = time.perf_counter(), time.time()
+        _train_epoch(runs, epoch, stacked, autocast, check_every, log_learning_speeds, captured, progress)
         train_seconds = time.perf_counter() - t_epoch
         for run in runs:
-            epoch_log = run.log.means()  # converting to floats waits for the device: the epoch is done
-            if not math.isfinite(epoch_log.get("train/loss", 0.0)):
-                _raise_non_finite(run, epoch)
-            metrics: dict[str, Any] = {"epoch": epoch + 1, "step": run.state.step,
-                                       "train/acc": float(run.correct) / max(run.seen, 1), **epoch_log,
-                                       "time/train_s": train_seconds}
-            for split in evaluated:
-                metrics.update(run_eval(run, split))
-            if measure:
-                # what the method predicts with, where it is not the fused head (UDI, MLA, ReconBoost)
-                own = type(run.method).prediction is not Method.prediction
-                metrics.update(imbalance_metrics(run.model, probes, run.method.prediction if own else None))
-            metrics.update(run.method.on_epoch_end(run.state, lambda split, run=run: run_eval(run, split)) or {})
-            run.history.append(metrics)
-            save_checkpoint(run.checkpoint_path, {
-                "config_key": run.config.key, "config": run.config.to_dict(), "epochs_done": epoch + 1,
-                "step": run.state.step, "model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
-                "method": run.method.state_dict(), "generator": run.generator.get_state(),
-                "torch_rng": torch.get_rng_state(), "history": run.history,
-                "wall_time_s": run.wall_before + time.perf_counter() - t_start,
-                "git_commits": run.earlier_commits + [code_version[0]],
-                "source_digests": run.earlier_sources + [source],
-                "last_epoch_s": time.time() - wall_epoch,
-            })
+            _end_epoch(run, epoch, train_seconds, evaluation, probes)
+            _save_run_checkpoint(run, epoch + 1, run.wall_before + time.perf_counter() - t_start,
+                                 time.time() - wall_epoch, code_version, source)
         epochs.set_postfix({"test acc": " ".join(f"{run.history[-1]['test/acc']:.3f}" for run in runs)})
         for run in runs:
             for callback in callbacks:
                 callback(epoch, run.history[-1])
         last_epoch_s = time.time() - wall_epoch
 
-    from ..provenance import provenance
-    from ..results import make_record
-
-    records = []
-    for run in runs:
-        prov = provenance(device=describe_device(device), wall_time_s=run.wall_before + time.perf_counter() - t_start,
-                          resumed=run.resumed, code_version=code_version, earlier_commits=run.earlier_commits,
-                          source=source, earlier_sources=run.earlier_sources)
-        if stacked is not None:
-            prov["stacked_runs"] = len(runs)  # trained together: the wall time is the group's
-        if graphs is not None:  # how this process trained: steps replayed from a graph, if any
-            prov["cuda_graph"] = {"backend": graphs.name, "captured": captured is not None,
-                                  "replayed_steps": captured.replayed if captured is not None else 0,
-                                  "graphs": len(captured.graphs) if captured is not None else 0}
-            if captured is not None and captured.failure is not None:
-                prov["cuda_graph"]["failure"] = captured.failure
-        records.append(make_record(run.config, run.history, splits, prov, checkpoint_path=run.checkpoint_path))
-    return records
+    return [_run_record(run, data.splits, device, run.wall_before + time.perf_counter() - t_start, code_version,
+                        source, len(runs) if stacked is not None else None, graphs, captured)
+            for run in runs]
 
 
 def _graph_backend(cuda_graph, device: torch.device):
