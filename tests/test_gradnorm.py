@@ -48,7 +48,7 @@ def test_gradnorm_step_has_the_known_answer():
         before = method.weights.detach().clone()
         total = method.total_loss(dict(zip(method.names, c * p)), LoggingState())
         # the model trains on the weighted sum with the weights of this step (not the plain sum)
-        assert float(total) == pytest.approx(float((before * c).sum()))
+        assert float(total.detach()) == pytest.approx(float((before * c).sum()))
         total.backward()
         assert float(p.grad) == pytest.approx(float((before * c).sum()))
         p.grad = None

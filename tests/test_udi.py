@@ -194,15 +194,16 @@ def test_the_anchor_is_frozen_in_stage_two_and_the_estimator_s_optimiser_never_h
     assert history[1]["val/acc/gray"] == history[2]["val/acc/gray"]  # a frozen anchor's head scores the same
 
 
-def test_the_anchor_is_the_modality_best_on_validation_and_a_training_like_validation_picks_the_shortcut(tiny_config):
+def test_the_anchor_is_the_modality_best_on_validation_and_a_training_like_validation_picks_the_shortcut(tiny_config,
+                                                                                                        tmp_path):
     # the first protocol's validation split, coloured like its test set (colour independent of the digit): the
     # colour encoder scores at chance there, so gray is picked even after one epoch on 512 images
     first_protocol = udi_config(tiny_config).with_(dataset_options={"protocol": "mmlab-1"})
-    test_like = train(first_protocol, progress=False)
+    test_like = train(first_protocol, checkpoint_dir=tmp_path / "test-like", progress=False)
     assert test_like["history"][0]["val/acc/gray"] > test_like["history"][0]["val/acc/color"]
     assert test_like["history"][-1]["train/udi/anchor/gray"] == 1.0
     train_like = train(udi_config(tiny_config, anchor="auto").with_(dataset_options={"val_coloring": "train"}),
-                       progress=False)
+                       checkpoint_dir=tmp_path / "train-like", progress=False)
     first = train_like["history"][0]
     chosen = max(("gray", "color"), key=lambda m: first[f"val/acc/{m}"])
     assert train_like["history"][-1][f"train/udi/anchor/{chosen}"] == 1.0
@@ -227,8 +228,9 @@ def test_resuming_in_the_middle_of_stage_two_gives_the_same_run(tiny_config, tmp
     ({"controller": "static", "consistency": False}, {"complementarity": 0.5}),
     ({"controller": "static", "complementarity": False}, {"consistency": 0.5}),
 ])
-def test_static_weights_and_the_ablations_train_the_losses_they_say(tiny_config, options, logged):
-    record = train(udi_config(tiny_config, anchor="gray", **options), progress=False)  # colour follows
+def test_static_weights_and_the_ablations_train_the_losses_they_say(tiny_config, tmp_path, options, logged):
+    record = train(udi_config(tiny_config, anchor="gray", **options), checkpoint_dir=tmp_path,
+                   progress=False)  # colour follows
     last = record["history"][-1]
     weights = {k.rsplit("/", 1)[1]: v for k, v in last.items() if k.startswith("train/udi/alpha/")}
     assert weights == logged
@@ -236,8 +238,8 @@ def test_static_weights_and_the_ablations_train_the_losses_they_say(tiny_config,
     assert losses == {"color", *logged}  # the follower's own cross-entropy and the terms kept
 
 
-def test_the_dynamic_weights_are_logged_within_their_range(tiny_config):
-    record = train(udi_config(tiny_config, controller="step"), progress=False)
+def test_the_dynamic_weights_are_logged_within_their_range(tiny_config, tmp_path):
+    record = train(udi_config(tiny_config, controller="step"), checkpoint_dir=tmp_path, progress=False)
     for h in record["history"][1:]:
         con, com = h["train/udi/alpha/consistency"], h["train/udi/alpha/complementarity"]
         assert 0 <= con <= 1 and 0 <= com <= 1 and (con + com < 1e-9 or abs(con + com - 1) < 1e-9 or con + com < 1)
