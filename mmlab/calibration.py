@@ -204,3 +204,71 @@ def heldout_summary(table: pd.DataFrame) -> str:
             f"difference from the published figure is {diffs.abs().mean():.2f} points (aim: at most 3), the largest "
             f"{diffs.abs().max():.2f} (aim: at most 5); over the {len(methods)} rows with our figure, Kendall's tau "
             f"against the published order is {tau:.2f} (aim: at least 0.8; {concordant} of {pairs} pairs in order).")
+
+
+def calibration_records(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The calibration runs among ``records``: :data:`FIT_METHOD`'s full-profile CG-MNIST runs that evaluate the
+    probes :data:`CALIBRATION_PROBES` (:func:`calibration_configs`)."""
+    return [r for r in records if r["label"] == FIT_METHOD and r["config"]["dataset"] == "cgmnist"
+            and r["config"]["profile"] == "full"
+            and r["config"]["dataset_options"].get("probe_agreements") == list(CALIBRATION_PROBES)]
+
+
+def heldout_records(records: Iterable[dict[str, Any]], protocol: str = "mmlab-2") -> list[dict[str, Any]]:
+    """The full-profile CG-MNIST runs among ``records`` made under the frozen ``protocol`` (the held-out rows'
+    runs; :func:`heldout_table` keeps the published methods' among them)."""
+    from .results import record_protocol
+
+    return [r for r in records if r["config"]["dataset"] == "cgmnist" and r["config"]["profile"] == "full"
+            and record_protocol(r) == protocol]
+
+
+def protocol_story(records: Sequence[dict[str, Any]], protocol: str = "mmlab-2") -> list[tuple[str, str]]:
+    """Where the calibration of CG-MNIST stands, in the order chapter 1 tells it -- the unknown generator, its
+    knobs, what each knob does, the one knob fitted on one published row, the held-out rows measured against it
+    -- as ``(step, what the records say)``, every count and figure read from ``records`` (all committed records:
+    the book's *Build status* page)."""
+    from .data.cgmnist import PROTOCOL_KNOBS, PROTOCOLS
+    from .reference import CGMNIST_PUBLISHED
+    from .sensitivity import KNOB_STUDY, STUDY_PROFILE, study_configs
+
+    study_keys = {c.key for c in study_configs()}
+    study = [r for r in records if r["key"] in study_keys]
+    calibration = calibration_records(records)
+    frozen = PROTOCOLS.get(protocol)
+    steps = [
+        ("The unknown generator",
+         "MMPareto's CG-MNIST is Kim et al.'s released array; the code that made it was never released, so its "
+         "palette, its painting rule and the colouring of its test split are unknown."),
+        ("The knobs",
+         f"`CGMNISTConfig` names {len(PROTOCOL_KNOBS)} unknowns as knobs ({', '.join(f'`{k}`' for k in PROTOCOL_KNOBS)}); "
+         f"a protocol gives each a value ({', '.join(f'`{name}`' for name in PROTOCOLS)})."),
+        ("What each knob does",
+         f"{len(study)} of the sensitivity study's {len(study_keys)} runs recorded (profile `{STUDY_PROFILE}`, seed 0: "
+         f"the test agreement from every run, and {', '.join(f'`{k}`' for k in KNOB_STUDY)} one at a time)."),
+    ]
+    target = CGMNIST_PUBLISHED[FIT_METHOD][0]
+    if not calibration:
+        steps.append(("One knob, fitted on one row", f"no calibration run of `{FIT_METHOD}` is recorded yet."))
+    else:
+        fit = fit_test_agreement(calibration, target)
+        seeds = ", ".join(map(str, fit.seeds))
+        text = (f"`test_agreement`, fitted on the {FIT_METHOD} loss's {target:.2f}% (MMPareto's Table 3) alone: "
+                f"{fit.value:.3f} over {len(fit.seeds)} of 3 calibration runs (seed{'s' if len(fit.seeds) > 1 else ''} "
+                f"{seeds}).")
+        if frozen is not None and "test_agreement" in frozen.settings:
+            text += f" Frozen as `{protocol}` at {frozen.settings['test_agreement']}"
+            text += (", from these runs." if set(frozen.fitted_on) == set(fit.keys) else
+                     f", from the run{'s' if len(frozen.fitted_on) > 1 else ''} recorded then "
+                     f"({', '.join(frozen.fitted_on)}); the frozen value stays, whatever later seeds give.")
+        steps.append(("One knob, fitted on one row", text))
+    if frozen is None or not calibration:
+        steps.append(("The held-out rows", "they wait for a frozen protocol."))
+    else:
+        table = heldout_table(calibration, heldout_records(records, protocol), frozen.settings["test_agreement"],
+                              CGMNIST_PUBLISHED)
+        held = table[table["row"] == "held out"]
+        steps.append(("The held-out rows",
+                      f"{int(held['seeds'].sum())} of {3 * len(held)} held-out runs recorded under `{protocol}`. "
+                      + heldout_summary(table)))
+    return steps

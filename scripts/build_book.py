@@ -264,16 +264,19 @@ def protocol_lines() -> list[str]:
     from mmlab.profiles import COMMITTED_PROFILES
     from mmlab.results import ResultsStore, record_protocol
 
+    from mmlab.calibration import protocol_story
+
     store = ResultsStore(ROOT / "results")
-    counts = Counter((r["config"]["profile"], record_protocol(r))
-                     for profile in COMMITTED_PROFILES for r in store.records(profile=profile, dataset="cgmnist"))
+    records = [r for profile in COMMITTED_PROFILES for r in store.records(profile=profile, dataset="cgmnist")]
+    counts = Counter((r["config"]["profile"], record_protocol(r)) for r in records)
     lines = ["## CG-MNIST: the protocols of the recorded runs", "",
              "The papers' CG-MNIST generator was never released; its unknowns are knobs of `CGMNISTConfig`, and a",
-             "protocol names a value for each (chapter {doc}`/notebooks/01_modality_imbalance`: the knobs, what each",
-             "does, the one knob fitted on one published row, the rows held out). Committed records, by profile and",
-             "protocol (a record that names none was made under `mmlab-1`; a knob set apart from its protocol is",
-             "named after it):", "",
-             "| profile | protocol | records |", "| --- | --- | ---: |"]
+             "protocol names a value for each. Where that story stands, step by step as chapter",
+             "{doc}`/notebooks/01_modality_imbalance` tells it, read from the committed records of this build:", ""]
+    lines += [f"{i}. **{step}.** {text}" for i, (step, text) in enumerate(protocol_story(records), 1)]
+    lines += ["", "Committed records, by profile and protocol (a record that names none was made under `mmlab-1`; a",
+              "knob set apart from its protocol is named after it):", "",
+              "| profile | protocol | records |", "| --- | --- | ---: |"]
     lines += [f"| {profile} | {protocol} | {n} |" for (profile, protocol), n in sorted(counts.items())]
     lines += ["", "| protocol | what it is |", "| --- | --- |"]
     lines += [f"| `{name}` | {p.description} |" for name, p in PROTOCOLS.items()]

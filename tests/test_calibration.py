@@ -145,3 +145,39 @@ def test_the_heldout_runs_are_the_six_other_rows_under_the_frozen_protocol():
     assert {c.method for c in configs} == set(CGMNIST_PUBLISHED) - {"joint"} == set(HELDOUT_METHODS)
     assert len(configs) == 18 and {c.seed for c in configs} == {0, 1, 2} and {c.profile for c in configs} == {"full"}
     assert {data_protocol(c.to_dict()) for c in configs} == {"mmlab-2"}
+
+
+def test_the_protocol_story_is_told_in_chapter_1s_order_and_counted_from_the_records_alone():
+    """The Build status page's story (issue 34, point 6): its steps in chapter 1's order, every count from the
+    records given -- a field method's run under the frozen protocol is no held-out run, and a fit over other
+    calibration runs than the frozen protocol's leaves the frozen value as it was, and says so."""
+    from mmlab.calibration import protocol_story
+    from mmlab.sensitivity import study_configs
+
+    def full(rec, dataset_protocol=None):
+        rec["config"].update(dataset="cgmnist", profile="full")
+        if dataset_protocol:
+            rec["data_protocol"] = dataset_protocol
+        return rec
+
+    calibration = [full(record(0.30, 0.98, seed=0, probes=(0.3, 0.5, 1.0), mid=0.6)),
+                   full(record(0.38, 1.00, seed=1, probes=(0.3, 0.5, 1.0), mid=0.7))]
+    heldout = [full({"label": "uniform", "key": f"u{s}", "final": {"test/acc": a},
+                     "config": {"seed": s, "dataset_options": {}}}, "mmlab-2") for s, a in ((0, 0.70), (1, 0.74))]
+    field = [full({"label": "cggm", "key": "c0", "final": {"test/acc": 0.5},
+                   "config": {"seed": 0, "dataset_options": {}}}, "mmlab-2")]
+    study = [{"label": "joint", "key": study_configs()[0].key, "final": {},
+              "config": {"dataset": "cgmnist", "profile": "sensitivity", "seed": 0, "dataset_options": {}}}]
+    steps = protocol_story(calibration + heldout + field + study)
+    assert [title for title, _ in steps] == ["The unknown generator", "The knobs", "What each knob does",
+                                             "One knob, fitted on one row", "The held-out rows"]
+    told = dict(steps)
+    assert told["What each knob does"].startswith(f"1 of the sensitivity study's {len(study_configs())} runs recorded")
+    fitted = fit_test_agreement(calibration, 60.5).value
+    assert f"{fitted:.3f} over 2 of 3 calibration runs (seeds 0, 1)" in told["One knob, fitted on one row"]
+    assert "Frozen as `mmlab-2` at 0.449, from the run recorded then (64ab0064575e)" in told["One knob, fitted on one row"]
+    assert told["The held-out rows"].startswith("2 of 18 held-out runs recorded under `mmlab-2`. 1 of 6 held-out rows "
+                                                "recorded")
+    bare = dict(protocol_story(heldout))
+    assert bare["One knob, fitted on one row"].startswith("no calibration run")
+    assert bare["The held-out rows"] == "they wait for a frozen protocol."
