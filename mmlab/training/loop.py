@@ -299,7 +299,7 @@ class _Data:
 
 
 def _load_data(first: RunConfig, spec, modalities, device: torch.device, data_root) -> _Data:
-    """Phase 1 of a training: the splits and their batches (the same for every run: they differ in their seed only)."""
+    """The splits and their batches (the same for every run: they differ in their seed only)."""
     splits = spec.load_splits(
         train_size=first.train_size, val_size=first.val_size, test_size=first.test_size,
         data_seed=first.data_seed, options=first.dataset_options, root=data_root,
@@ -342,7 +342,7 @@ class _Evaluation:
 
 
 def _stacked_encoders(runs: list[_Run]):
-    """Phase 3, for several seeds at once: their encoders as one batched model, or ``None`` where they cannot
+    """For several seeds at once: their encoders as one batched model, or ``None`` where they cannot
     train as one (different resume epochs, a model that connects its encoders, several optimiser steps per batch,
     a method that declares itself not stackable)."""
     from ..models.stacked import StackedEncoders, stackable
@@ -355,7 +355,7 @@ def _stacked_encoders(runs: list[_Run]):
 
 
 def _captured_steps(graphs, runs: list[_Run], stacked, autocast, measure: bool):
-    """Phase 4, with a graph backend: the device's part of a full step, captured once and replayed (``None``:
+    """With a graph backend: the device's part of a full step, captured once and replayed (``None``:
     eager steps; a method that is not capturable, or a run that measures the imbalance every step, trains
     eagerly, with a warning)."""
     if graphs is None:
