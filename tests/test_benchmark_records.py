@@ -48,6 +48,33 @@ def test_bench_training_writes_after_every_case_so_a_cut_short_benchmark_keeps_i
     assert record["rows"][0]["cuda_graph"] is False
 
 
+def test_every_bench_case_times_the_epoch_it_says_beside_a_plain_method_that_is_a_case(tmp_path, monkeypatch):
+    """Each case's config is valid and its plain method is a case too; a case that trains more epochs than two
+    (ReconBoost's) is timed on its last, and that epoch is the stage the case is named after."""
+    from mmlab import RunConfig
+    from mmlab.methods import build_method
+
+    bench = _load(REPO / "benchmarks" / "bench_training.py", "bench_training")
+    assert set(bench.PLAIN) <= set(bench.CASES) and set(bench.PLAIN.values()) <= set(bench.CASES)
+    seen = []
+    monkeypatch.setattr(bench, "bare_loop", lambda config, device: 200.0)
+    monkeypatch.setattr(bench, "loop_throughput",
+                        lambda config, device, stack=1, cuda_graph=False: seen.append(config) or 100.0)
+    cases = ["reconboost, boosting stage", "reconboost, rectification", "udi"]
+    assert bench.main(["--device", "cpu", "--cases", *cases, "--repeats", "1", "--out", str(tmp_path / "x.json")]) == 0
+    timed = {c.epochs: c for c in seen if c.method == "reconboost"}
+    for epochs, rectifying in ((3, False), (4, True)):
+        config = timed[epochs]
+        method = build_method("reconboost", ["gray", "color"], **config.method_options)
+        method._modalities = ("gray", "color")
+        assert method.phase(epochs - 1)[2] is rectifying
+    assert [c.epochs for c in seen if c.method in ("udi", "uniform")] == [2, 2, 2, 2]  # udi and three plain runs
+    for name, case in bench.CASES.items():
+        case = {k: v for k, v in case.items() if k not in ("stack", "cuda_graph")}
+        if case.get("dataset") != "cremad_shaped":
+            RunConfig.from_profile(profile="quick", **{"epochs": 2, "train_size": 64, **case}).validate()
+
+
 def test_bench_training_refuses_the_cuda_graph_cases_on_a_cpu(capsys):
     import pytest
 
