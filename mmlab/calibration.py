@@ -254,7 +254,7 @@ def protocol_story(records: Sequence[dict[str, Any]], protocol: str = "mmlab-2")
         fit = fit_test_agreement(calibration, target)
         seeds = ", ".join(map(str, fit.seeds))
         text = (f"`test_agreement`, fitted on the {FIT_METHOD} loss's {target:.2f}% (MMPareto's Table 3) alone: "
-                f"{fit.value:.3f} over {len(fit.seeds)} of 3 calibration runs (seed{'s' if len(fit.seeds) > 1 else ''} "
+                f"{fit.value:.3f} over {len(fit.seeds)} of {len(calibration_configs())} calibration runs (seed{'s' if len(fit.seeds) > 1 else ''} "
                 f"{seeds}).")
         if frozen is not None and "test_agreement" in frozen.settings:
             text += f" Frozen as `{protocol}` at {frozen.settings['test_agreement']}"
@@ -267,8 +267,9 @@ def protocol_story(records: Sequence[dict[str, Any]], protocol: str = "mmlab-2")
     else:
         table = heldout_table(calibration, heldout_records(records, protocol), frozen.settings["test_agreement"],
                               CGMNIST_PUBLISHED)
-        held = table[table["row"] == "held out"]
+        planned = {c.key for c in heldout_configs(protocol)}
+        recorded = planned & {r["key"] for r in records}
         steps.append(("The held-out rows",
-                      f"{int(held['seeds'].sum())} of {3 * len(held)} held-out runs recorded under `{protocol}`. "
+                      f"{len(recorded)} of {len(planned)} held-out runs recorded under `{protocol}`. "
                       + heldout_summary(table)))
     return steps

@@ -260,11 +260,10 @@ def protocol_lines() -> list[str]:
     unknown generator in one table (its knobs, the sensitivity study, the calibration, the held-out rows)."""
     from collections import Counter
 
+    from mmlab.calibration import protocol_story
     from mmlab.data.cgmnist import PROTOCOLS
     from mmlab.profiles import COMMITTED_PROFILES
     from mmlab.results import ResultsStore, record_protocol
-
-    from mmlab.calibration import protocol_story
 
     store = ResultsStore(ROOT / "results")
     records = [r for profile in COMMITTED_PROFILES for r in store.records(profile=profile, dataset="cgmnist")]

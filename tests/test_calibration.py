@@ -162,7 +162,10 @@ def test_the_protocol_story_is_told_in_chapter_1s_order_and_counted_from_the_rec
 
     calibration = [full(record(0.30, 0.98, seed=0, probes=(0.3, 0.5, 1.0), mid=0.6)),
                    full(record(0.38, 1.00, seed=1, probes=(0.3, 0.5, 1.0), mid=0.7))]
-    heldout = [full({"label": "uniform", "key": f"u{s}", "final": {"test/acc": a},
+    from mmlab.calibration import heldout_configs
+
+    keys = {c.seed: c.key for c in heldout_configs() if c.method == "uniform"}
+    heldout = [full({"label": "uniform", "key": keys[s], "final": {"test/acc": a},
                      "config": {"seed": s, "dataset_options": {}}}, "mmlab-2") for s, a in ((0, 0.70), (1, 0.74))]
     field = [full({"label": "cggm", "key": "c0", "final": {"test/acc": 0.5},
                    "config": {"seed": 0, "dataset_options": {}}}, "mmlab-2")]
