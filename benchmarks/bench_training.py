@@ -80,6 +80,7 @@ CASES = {
     "amco": dict(method="amco"),
     "mbsd": dict(method="mbsd"),
     "lfm": dict(method="lfm"),
+    "miles": dict(method="miles"),
     # chapter 6's schedules, each beside the uniform baseline; the timed epoch is the run's last (``epochs``: how
     # many it trains): UDI's first follower epoch (its anchor trained in the first), MLA's alternating steps (one
     # optimiser step per modality and batch), D&R's training steps after a re-learning (its diagnosis runs at an
@@ -115,7 +116,7 @@ PLAIN = {"uniform, 3 seeds stacked": "uniform", "uniform, CUDA graph": "uniform"
          "gblending": "uniform", "uncertainty": "uniform", "cggm": "uniform", "mmcosine": "joint", "ume": "uniform",
          "umt": "uniform", "sample_valuation": "joint",
          "inforeg": "uniform", "cml": "joint", "amco": "joint",
-         "mbsd": "joint", "lfm": "joint", "udi": "uniform", "mla": "uniform", "relearning": "uniform",
+         "mbsd": "joint", "lfm": "joint", "miles": "uniform", "udi": "uniform", "mla": "uniform", "relearning": "uniform",
          "reconboost, boosting stage": "uniform", "reconboost, rectification": "uniform"}
 # The bare loop trains with the method's plain losses (fused CE, plus the unimodal CEs where the
 # method has heads): for OGM-GE that is one joint loss, for MGDA, PCGrad and MMPareto the uniform

@@ -48,6 +48,9 @@ CATALOG: tuple[MethodEntry, ...] = (
                 "the fused model", "pretrain_finetune"),
     MethodEntry("Greedy", "Wu et al., ICML 2022", CH2, "measure the branches' conditional utilisation rates and "
                 "re-balance their learning speeds", "greedy", cite="wu2022greedy", balancebenchmark="Greedy"),
+    MethodEntry("MILES", "Guerra-Manzanares & Shamout, arXiv 2510.17394, 2025", CH2, "slow the encoder of the "
+                "modality the fused prediction leans on, each epoch, from the conditional utilisation rates",
+                "miles", cite="guerra2025miles"),
     MethodEntry("MMTM with the joint loss", "Vaezi Joze et al., CVPR 2020", CH2, "cross-modal squeeze-and-excitation "
                 "between the encoders' stages", "mmtm", cite="vaezijoze2020mmtm"),
     MethodEntry("G-Blending", "Wang et al., CVPR 2020", CH2, "weight each head's loss by its estimated "
@@ -115,7 +118,6 @@ CATALOG: tuple[MethodEntry, ...] = (
     # named by the issue that asks for them, not built yet
     MethodEntry("MSLR", "Yao & Mihalcea, Findings of ACL 2022", CH2, "a learning rate per modality: keep, smooth or "
                 "dynamic"),
-    MethodEntry("MILES", "Guerra-Manzanares & Shamout, IJCNN 2025 (arXiv 2510.17394)", CH2, "learning rates scheduled from the conditional utilisation rates"),
     # the GeWu tutorial (seed 001) names these four with their papers and their ideas in a sentence each
 )
 

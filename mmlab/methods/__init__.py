@@ -33,6 +33,7 @@ from .cml import CML
 from .amco import AMCo
 from .mbsd import MBSD
 from .lfm import LFM
+from .miles import MILES
 
 METHODS: dict[str, Callable[..., Method]] = {
     "joint": JointLoss,
@@ -66,6 +67,7 @@ METHODS: dict[str, Callable[..., Method]] = {
     "amco": AMCo,
     "mbsd": MBSD,
     "lfm": LFM,
+    "miles": MILES,
 }
 
 #: How prose and captions name each method: the papers' words, not the registry's ids.
@@ -101,6 +103,7 @@ METHOD_TITLES: dict[str, str] = {
     "amco": "AMCo",
     "mbsd": "MBSD",
     "lfm": "LFM",
+    "miles": "MILES",
 }
 
 

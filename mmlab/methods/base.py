@@ -53,6 +53,9 @@ gradients``                encoder)
                            (``state.features``: every split's features, then
                            :func:`reinitialize_toward` its encoders)
 ``prediction``             UDI (the sum of the unimodal heads' logits: no fused head)
+``per_modality_learning_   MILES (the optimiser holds one parameter group per
+rates``                    modality's encoder, ``encoder/<m>``, and one for the rest,
+                           ``shared``; the method sets their ``lr`` between epochs)
 ``state_dict``             anything the method must carry across a resume
 ``capturable``,            a step a CUDA graph may replay (mmlab.training.graph):
 ``capture_key``            joint, unimodal, uniform, MMPareto, MGDA, PCGrad;
@@ -71,6 +74,7 @@ from typing import Any, Callable, Sequence
 import torch
 import torch.nn.functional as F
 
+from ..errors import UnknownNameError
 from ..models import ModelOutput, MultimodalClassifier, ParameterGroups
 
 
@@ -102,6 +106,15 @@ class TrainState:
     #: (``[B]`` on the device); ``None`` in an epoch that trains on every sample once
     batch_positions: torch.Tensor | None = None
 
+    def param_group(self, name: str) -> dict[str, Any]:
+        """The optimiser's parameter group called ``name`` (``encoder/<m>`` or ``shared``; only for a method
+        with ``per_modality_learning_rates``)."""
+        for group in self.optimizer.param_groups:
+            if group.get("name") == name:
+                return group
+        names = [g.get("name") for g in self.optimizer.param_groups]
+        raise UnknownNameError("parameter group", name, [n for n in names if n is not None])
+
     def log(self, name: str, value: Any) -> None:
         """Record ``value`` (number or 0-d tensor) under ``name``; averaged per epoch."""
         if self.logger is not None:
@@ -129,6 +142,12 @@ class Method:
     #: encoder of one run in evaluation mode (UDI's frozen anchor, a different one per run) must not
     #: stack; its runs asked to stack train one after another
     stackable = True
+    #: whether the optimiser gives each modality's encoder a parameter group of its own, named
+    #: ``encoder/<m>`` (``state.groups.encoders[m]``), and everything else one more, ``shared``, so that the
+    #: method may change a group's ``lr`` (MILES; :meth:`TrainState.param_group`). Default: one group holding
+    #: ``model.parameters()``, as the loop has always built it. The groups travel with the optimiser's state
+    #: through a checkpoint.
+    per_modality_learning_rates = False
 
     def modalities(self, available: Sequence[str]) -> list[str]:
         """Which of the dataset's modalities the model is built with."""

@@ -572,6 +572,18 @@ def _step_state(run: _Run) -> list[torch.Tensor]:
     return tensors + [run.correct]
 
 
+def _optimizer_groups(model: MultimodalClassifier, groups: ParameterGroups, method: Method):
+    """What the optimiser is built on: ``model.parameters()`` (one group), or, for a method with
+    ``per_modality_learning_rates``, one named group per modality's encoder (``encoder/<m>``) and one for every
+    other parameter (``shared``)."""
+    if not method.per_modality_learning_rates:
+        return model.parameters()
+    named = [{"params": list(ps), "name": f"encoder/{m}"} for m, ps in groups.encoders.items()]
+    grouped = {id(p) for g in named for p in g["params"]}
+    named.append({"params": [p for p in model.parameters() if id(p) not in grouped], "name": "shared"})
+    return named
+
+
 def _prepare_run(config: RunConfig, method: Method, spec, modalities, device: torch.device,
                  train_batches: ResidentBatches, checkpoint_dir: Path) -> _Run:
     """The model, optimiser and method state of one run, resumed from its checkpoint if there is one."""
@@ -581,7 +593,7 @@ def _prepare_run(config: RunConfig, method: Method, spec, modalities, device: to
     if spec.channels_last:
         model.use_channels_last()  # same parameters, NHWC strides
     groups = model.parameter_groups()
-    optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
+    optimizer = torch.optim.SGD(_optimizer_groups(model, groups, method), lr=config.lr, momentum=config.momentum,
                                 weight_decay=config.weight_decay)
     generator = torch.Generator(device=device)
     generator.manual_seed(config.seed + 7919)
