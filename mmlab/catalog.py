@@ -48,7 +48,7 @@ CATALOG: tuple[MethodEntry, ...] = (
                 "the fused model", "pretrain_finetune"),
     MethodEntry("Greedy", "Wu et al., ICML 2022", CH2, "measure the branches' conditional utilisation rates and "
                 "re-balance their learning speeds", "greedy", cite="wu2022greedy", balancebenchmark="Greedy"),
-    MethodEntry("MILES", "Guerra-Manzanares & Shamout, arXiv 2510.17394, 2025", CH2, "slow the encoder of the "
+    MethodEntry("MILES", "Guerra-Manzanares & Shamout, IJCNN 2025", CH2, "slow the encoder of the "
                 "modality the fused prediction leans on, each epoch, from the conditional utilisation rates",
                 "miles", cite="guerra2025miles"),
     MethodEntry("MMTM with the joint loss", "Vaezi Joze et al., CVPR 2020", CH2, "cross-modal squeeze-and-excitation "

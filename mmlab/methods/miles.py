@@ -1,4 +1,4 @@
-"""MILES, the Modality-Informed Learning ratE Scheduler (Guerra-Manzanares & Shamout, arXiv 2510.17394, 2025;
+"""MILES, the Modality-Informed Learning ratE Scheduler (Guerra-Manzanares & Shamout, IJCNN 2025, arXiv 2510.17394;
 chapter 2, beside the conditional utilisation rate it schedules from).
 
 MILES trains the uniform baseline's losses (the fused head's cross-entropy and one unimodal head's per modality)
@@ -17,10 +17,11 @@ How the book reads the rule. The paper's text was not available to the book: the
 and the survey (seed 000) say -- learning rates scheduled from the differences of the modalities' conditional
 utilisation rates, once per epoch, without unimodal pre-training -- with the details (the threshold on the gap, the
 reduction of the dominant modality's rate, the all-negative case) as one public re-implementation reads the
-paper's algorithm. Three choices are the book's, each an option: the split the accuracies are measured on
-(``measured_on``: the validation split, as chapter 2 measures the greedy learner's rates; ``"train"`` is the other
-reading), ``threshold`` 0.2 and ``reduction`` 0.5 (the paper's values are not known to us). The reduction is not
-cumulative: each epoch's rates are set afresh from the last measurement. No equation numbers are cited.
+paper's algorithm. Summaries of the paper say the rates come from validation or training metrics. Three choices are
+the book's, each an option: the split the accuracies are measured on (``measured_on``: the validation split, as
+chapter 2 measures the greedy learner's rates, or ``"train"``), ``threshold`` 0.2 and ``reduction`` 0.5 (the paper's
+values are not known to us). The reduction is not cumulative: each epoch's rates are set afresh from the last
+measurement. No equation numbers are cited.
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ from .baselines import UniformBaseline
 SPLITS = ("val", "train")
 
 
-def conditional_utilization_rates(metrics: dict[str, float], split: str, modalities: list[str]) -> dict[str, float] | None:
+def conditional_utilization_rates(metrics: dict[str, float], split: str,
+                                  modalities: list[str]) -> dict[str, float] | None:
     """``u(m|other) = (A(a, b) - A(other)) / A(a, b)`` for each of two modalities, from a split's metrics
     (:func:`mmlab.training.evaluate`: ``<split>/acc`` and each unimodal head's ``<split>/acc/<m>``); ``None`` when
     the fused accuracy is 0 and the rates are undefined."""
@@ -60,7 +62,7 @@ def dominant_modality(rates: dict[str, float], threshold: float) -> str | None:
 
 class MILES(UniformBaseline):
     """MILES: per-modality learning rates scheduled each epoch from the conditional utilisation rates
-    (Guerra-Manzanares & Shamout, arXiv 2510.17394; the rule as the book reads it, see the module)."""
+    (Guerra-Manzanares & Shamout, IJCNN 2025; the rule as the book reads it, see the module)."""
 
     name = "miles"
     per_modality_learning_rates = True  # one optimiser group per encoder (mmlab.methods.base)
