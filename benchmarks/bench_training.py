@@ -116,7 +116,8 @@ PLAIN = {"uniform, 3 seeds stacked": "uniform", "uniform, CUDA graph": "uniform"
          "gblending": "uniform", "uncertainty": "uniform", "cggm": "uniform", "mmcosine": "joint", "ume": "uniform",
          "umt": "uniform", "sample_valuation": "joint",
          "inforeg": "uniform", "cml": "joint", "amco": "joint",
-         "mbsd": "joint", "lfm": "joint", "miles": "uniform", "udi": "uniform", "mla": "uniform", "relearning": "uniform",
+         "mbsd": "joint", "lfm": "joint", "miles": "uniform",
+         "udi": "uniform", "mla": "uniform", "relearning": "uniform",
          "reconboost, boosting stage": "uniform", "reconboost, rectification": "uniform"}
 # The bare loop trains with the method's plain losses (fused CE, plus the unimodal CEs where the
 # method has heads): for OGM-GE that is one joint loss, for MGDA, PCGrad and MMPareto the uniform

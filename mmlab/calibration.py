@@ -254,8 +254,8 @@ def protocol_story(records: Sequence[dict[str, Any]], protocol: str = "mmlab-2")
         fit = fit_test_agreement(calibration, target)
         seeds = ", ".join(map(str, fit.seeds))
         text = (f"`test_agreement`, fitted on the {FIT_METHOD} loss's {target:.2f}% (MMPareto's Table 3) alone: "
-                f"{fit.value:.3f} over {len(fit.seeds)} of {len(calibration_configs())} calibration runs (seed{'s' if len(fit.seeds) > 1 else ''} "
-                f"{seeds}).")
+                f"{fit.value:.3f} over {len(fit.seeds)} of {len(calibration_configs())} calibration runs "
+                f"(seed{'s' if len(fit.seeds) > 1 else ''} {seeds}).")
         if frozen is not None and "test_agreement" in frozen.settings:
             text += f" Frozen as `{protocol}` at {frozen.settings['test_agreement']}"
             text += (", from these runs." if set(frozen.fitted_on) == set(fit.keys) else

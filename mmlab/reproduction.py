@@ -204,8 +204,8 @@ def schedule_table(records: Sequence[Mapping[str, Any]], dataset: str = "cgmnist
 
 
 #: the field's other methods, each explained in the chapter where its idea belongs (MILES in chapter 2, uncertainty
-#: weighting in chapter 4, CGGM and MMCosine in chapter 3, UME and UMT in chapter 6), recorded per seed in the full profile
-#: (``sweep --study field``); MMPareto's Table 3 has none of them
+#: weighting in chapter 4, CGGM and MMCosine in chapter 3, UME and UMT in chapter 6), recorded per seed in the full
+#: profile (``sweep --study field``); MMPareto's Table 3 has none of them
 FIELD_METHODS: list[Planned] = [Planned("uncertainty"), Planned("cggm"), Planned("mmcosine"), Planned("ume"),
                                 Planned("umt"), Planned("sample_valuation"), Planned("inforeg"),
                                 Planned("cml"), Planned("amco"),

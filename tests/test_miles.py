@@ -16,6 +16,7 @@ from mmlab.methods import TrainState, build_method
 from mmlab.methods.miles import conditional_utilization_rates, dominant_modality
 from mmlab.models import build_model
 from mmlab.training import train
+from mmlab.training.loop import _optimizer_groups
 
 SPEC = get_dataset("cgmnist")
 MODALITIES = list(SPEC.modalities)
@@ -56,8 +57,6 @@ def test_the_rule_is_symmetric_and_never_slows_the_smaller_rate(u_a, u_b, thresh
 def _state(method):
     torch.manual_seed(0)
     model = build_model(SPEC, MODALITIES, method.needs_unimodal_heads)
-    from mmlab.training.loop import _optimizer_groups
-
     groups = model.parameter_groups()
     optimizer = torch.optim.SGD(_optimizer_groups(model, groups, method), lr=0.1, momentum=0.9)
     return TrainState(model=model, groups=groups, optimizer=optimizer, device=torch.device("cpu"),
@@ -77,9 +76,7 @@ def test_the_optimiser_has_one_group_per_encoder_and_one_for_the_rest_each_param
         state.param_group("encoder/depth")
 
 
-def test_a_method_without_the_flag_keeps_one_group_of_model_parameters(tiny_config, tmp_path):
-    from mmlab.training.loop import _optimizer_groups
-
+def test_a_method_without_the_flag_keeps_one_group_of_model_parameters():
     method = build_method("uniform", MODALITIES)
     model = build_model(SPEC, MODALITIES, True)
     optimizer = torch.optim.SGD(_optimizer_groups(model, model.parameter_groups(), method), lr=0.1)
