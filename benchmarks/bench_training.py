@@ -81,6 +81,7 @@ CASES = {
     "mbsd": dict(method="mbsd"),
     "lfm": dict(method="lfm"),
     "miles": dict(method="miles"),
+    "mslr": dict(method="mslr"),
     # chapter 6's schedules, each beside the uniform baseline; the timed epoch is the run's last (``epochs``: how
     # many it trains): UDI's first follower epoch (its anchor trained in the first), MLA's alternating steps (one
     # optimiser step per modality and batch), D&R's training steps after a re-learning (its diagnosis runs at an
@@ -116,7 +117,7 @@ PLAIN = {"uniform, 3 seeds stacked": "uniform", "uniform, CUDA graph": "uniform"
          "gblending": "uniform", "uncertainty": "uniform", "cggm": "uniform", "mmcosine": "joint", "ume": "uniform",
          "umt": "uniform", "sample_valuation": "joint",
          "inforeg": "uniform", "cml": "joint", "amco": "joint",
-         "mbsd": "joint", "lfm": "joint", "miles": "uniform",
+         "mbsd": "joint", "lfm": "joint", "miles": "uniform", "mslr": "joint",
          "udi": "uniform", "mla": "uniform", "relearning": "uniform",
          "reconboost, boosting stage": "uniform", "reconboost, rectification": "uniform"}
 # The bare loop trains with the method's plain losses (fused CE, plus the unimodal CEs where the

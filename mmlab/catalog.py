@@ -51,6 +51,8 @@ CATALOG: tuple[MethodEntry, ...] = (
     MethodEntry("MILES", "Guerra-Manzanares & Shamout, IJCNN 2025", CH2, "slow the encoder of the "
                 "modality the fused prediction leans on, each epoch, from the conditional utilisation rates",
                 "miles", cite="guerra2025miles"),
+    MethodEntry("MSLR", "Yao & Mihalcea, Findings of ACL 2022", CH2, "a learning rate per modality's encoder, kept "
+                "from a unimodal search or adapted from each modality's progress", "mslr", cite="yao2022mslr"),
     MethodEntry("MMTM with the joint loss", "Vaezi Joze et al., CVPR 2020", CH2, "cross-modal squeeze-and-excitation "
                 "between the encoders' stages", "mmtm", cite="vaezijoze2020mmtm"),
     MethodEntry("G-Blending", "Wang et al., CVPR 2020", CH2, "weight each head's loss by its estimated "
@@ -115,9 +117,7 @@ CATALOG: tuple[MethodEntry, ...] = (
     MethodEntry("Diagnosing & Re-learning", "Wei et al., ECCV 2024", CH6, "re-initialise each encoder softly, in "
                 "proportion to how separable its features already are", "relearning", cite="wei2024diagnosing",
                 balancebenchmark="ReLearning"),
-    # named by the issue that asks for them, not built yet
-    MethodEntry("MSLR", "Yao & Mihalcea, Findings of ACL 2022", CH2, "a learning rate per modality: keep, smooth or "
-                "dynamic"),
+    # named by an issue, not built yet: MethodEntry(name, paper, chapter, idea) without a registry id
     # the GeWu tutorial (seed 001) names these four with their papers and their ideas in a sentence each
 )
 
@@ -181,6 +181,8 @@ def methods_page(results_root: str | Path | None = None, profile: str = "full") 
         lines.append(f"| {row_title(e.method) if e.method != 'unimodal' else e.name} (`{e.method}`) | {paper} | "
                      f"{_chapter_cell(e.chapter)} | {e.idea} | {_recorded_cell(e, runs)} | "
                      f"{e.balancebenchmark or '—'} | {_code_cell(e.authors_code)} |")
+    if not planned:
+        return "\n".join(lines) + "\n"
     lines += ["", f"## {len(planned)} methods still to come", "",
               "Named by the survey, the tutorial or BalanceBenchmark, and planned for the chapter given here; none "
               "has code or records in the book yet.", "",

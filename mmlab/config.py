@@ -25,10 +25,13 @@ PRECISIONS = ("fp32", "bf16")
 def method_label(method: str, options: Mapping[str, Any]) -> str:
     """A run's readable name: the method and its options' values in the order of their names
     (``unimodal-gray``, ``ogm_ge-0.8``); an option that is a flag reads as its name, or ``no_`` and its name
-    (``udi-no_complementarity``), so that two flags off do not read alike."""
+    (``udi-no_complementarity``), so that two flags off do not read alike; a mapping reads as its keys and values
+    in the order of the keys (``mslr-color0.1_gray1.0-keep``), a word fit for a folder's name."""
     def word(key: str, value: Any) -> str:
         if isinstance(value, bool):
             return key if value else f"no_{key}"
+        if isinstance(value, Mapping):
+            return "_".join(f"{k}{v}" for k, v in sorted(value.items()))
         return str(value)
 
     opts = "-".join(word(k, v) for k, v in sorted(options.items()))

@@ -301,8 +301,9 @@ def test_the_field_s_other_methods_are_a_table_of_their_own_recorded_or_missing(
     record["config"] = {**record["config"], "method": "cggm", "method_options": {}}
     record["key"] = cggm.key
     table = field_table([record])
-    assert list(table.index) == ["uncertainty", "cggm", "mmcosine", "ume", "umt", "sample_valuation", "inforeg", "cml", "amco", "mbsd", "lfm", "miles"]
+    assert list(table.index) == ["uncertainty", "cggm", "mmcosine", "ume", "umt", "sample_valuation", "inforeg",
+                                 "cml", "amco", "mbsd", "lfm", "miles", "mslr"]
     assert table.loc["cggm", "status"] == "recorded" and table.loc["cggm", "acc (%)"] == "55.00"
     assert set(table.loc[["uncertainty", "mmcosine", "ume", "umt"], "status"]) == {"missing"}
     assert main(["sweep", "--study", "field", "--dry-run", "--results", str(tmp_path)]) == 0
-    assert capsys.readouterr().out.startswith("36 runs: 0 recorded, 36 to train")
+    assert capsys.readouterr().out.startswith("39 runs: 0 recorded, 39 to train")

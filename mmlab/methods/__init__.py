@@ -34,6 +34,7 @@ from .amco import AMCo
 from .mbsd import MBSD
 from .lfm import LFM
 from .miles import MILES
+from .mslr import MSLR
 
 METHODS: dict[str, Callable[..., Method]] = {
     "joint": JointLoss,
@@ -68,6 +69,7 @@ METHODS: dict[str, Callable[..., Method]] = {
     "mbsd": MBSD,
     "lfm": LFM,
     "miles": MILES,
+    "mslr": MSLR,
 }
 
 #: How prose and captions name each method: the papers' words, not the registry's ids.
@@ -104,6 +106,7 @@ METHOD_TITLES: dict[str, str] = {
     "mbsd": "MBSD",
     "lfm": "LFM",
     "miles": "MILES",
+    "mslr": "MSLR",
 }
 
 

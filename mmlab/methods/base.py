@@ -53,7 +53,7 @@ gradients``                encoder)
                            (``state.features``: every split's features, then
                            :func:`reinitialize_toward` its encoders)
 ``prediction``             UDI (the sum of the unimodal heads' logits: no fused head)
-``per_modality_learning_   MILES (the optimiser holds one parameter group per
+``per_modality_learning_   MILES, MSLR (the optimiser holds one parameter group per
 rates``                    modality's encoder, ``encoder/<m>``, and one for the rest,
                            ``shared``; the method sets their ``lr`` between epochs)
 ``state_dict``             anything the method must carry across a resume
