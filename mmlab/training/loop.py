@@ -13,7 +13,7 @@ import os
 import time
 import warnings
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
@@ -354,7 +354,20 @@ def _stacked_encoders(runs: list[_Run]):
     return StackedEncoders([r.model for r in runs])
 
 
-def _captured_steps(graphs, runs: list[_Run], stacked, autocast, measure: bool):
+@dataclass(frozen=True)
+class _StepSettings:
+    """How every step of a training trains, fixed before its first epoch: the stacked encoders
+    (:func:`_stacked_encoders`, or ``None``), the autocast context, every how many steps a loss is checked for a
+    non-finite value (0: never, so that the device never waits: a captured step), and the greedy-learner
+    measures' logger of learning speeds (``None`` unless the run measures the imbalance)."""
+
+    stacked: Any
+    autocast: Any
+    check_every: int
+    log_learning_speeds: Callable | None = None
+
+
+def _captured_steps(graphs, runs: list[_Run], settings: _StepSettings, measure: bool):
     """With a graph backend: the device's part of a full step, captured once and replayed (``None``:
     eager steps; a method that is not capturable, or a run that measures the imbalance every step, trains
     eagerly, with a warning)."""
@@ -362,8 +375,9 @@ def _captured_steps(graphs, runs: list[_Run], stacked, autocast, measure: bool):
         return None
     method = runs[0].method
     if is_capturable(method) and not measure:
-        return CapturedSteps(graphs, runs, lambda batches: _device_step(
-            runs, batches, stacked, autocast, 0, None, False), _step_state)
+        replayable = replace(settings, check_every=0, log_learning_speeds=None)
+        return CapturedSteps(graphs, runs, lambda batches: _device_step(runs, batches, replayable, False),
+                             _step_state)
     why = "it measures the imbalance every step" if measure else f"method {method.name!r} is not capturable"
     warnings.warn(f"cuda_graph: {runs[0].config.label} trains eagerly: {why}", stacklevel=4)
     return None
@@ -384,14 +398,13 @@ def _start_epoch(runs: list[_Run], epoch: int, captured, device: torch.device) -
         captured.start_epoch()
 
 
-def _train_epoch(runs: list[_Run], epoch: int, stacked, autocast, check_every: int, log_learning_speeds,
-                 captured, progress: bool) -> None:
+def _train_epoch(runs: list[_Run], epoch: int, settings: _StepSettings, captured, progress: bool) -> None:
     """Every step of one epoch, for every run (:func:`_train_step`), until the device has done them all."""
     epoch_batches = [_epoch_batches(run, epoch, len(runs)) for run in runs]
     steps = progress_bar(zip(*(batches for batches, _ in epoch_batches)), progress=progress,
                          total=epoch_batches[0][1], leave=False, desc=f"epoch {epoch + 1}", unit="batch")
     for batches in steps:
-        _train_step(runs, batches, stacked, autocast, check_every, log_learning_speeds, captured)
+        _train_step(runs, batches, settings, captured)
     if captured is not None:
         captured.flush()
     wait_for_device(runs[0].state.device)  # steps still queued on a GPU belong to this epoch's training time
@@ -500,9 +513,10 @@ def _train_runs(configs: list[RunConfig], methods: list[Method] | None, *, devic
     # cannot use autocast's cache of casted weights (it would replay a stale copy)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=first.precision == "bf16",
                               cache_enabled=graphs is None)
-    captured = _captured_steps(graphs, runs, stacked, autocast, measure)
+    settings = _StepSettings(stacked, autocast, check_every=1 if device.type == "cpu" else 25,
+                             log_learning_speeds=log_learning_speeds)
+    captured = _captured_steps(graphs, runs, settings, measure)
 
-    check_every = 1 if device.type == "cpu" else 25
     label = first.label if len(runs) == 1 else f"{first.label} seeds {','.join(str(c.seed) for c in configs)}"
     start_epoch, last_epoch_s = runs[0].start_epoch, max(r.last_epoch_s for r in runs)
     t_start = time.perf_counter()
@@ -514,7 +528,7 @@ def _train_runs(configs: list[RunConfig], methods: list[Method] | None, *, devic
             raise _time_limit(first, label, epoch, runs[0].checkpoint_path)
         _start_epoch(runs, epoch, captured, device)
         t_epoch, wall_epoch = time.perf_counter(), time.time()
-        _train_epoch(runs, epoch, stacked, autocast, check_every, log_learning_speeds, captured, progress)
+        _train_epoch(runs, epoch, settings, captured, progress)
         train_seconds = time.perf_counter() - t_epoch
         for run in runs:
             _end_epoch(run, epoch, train_seconds, evaluation, probes)
@@ -622,8 +636,7 @@ def _prepare_run(config: RunConfig, method: Method, spec, modalities, device: to
     return run
 
 
-def _train_step(runs: list[_Run], batches, stacked, autocast, check_every: int, log_learning_speeds,
-                captured=None) -> None:
+def _train_step(runs: list[_Run], batches, settings: _StepSettings, captured=None) -> None:
     """One optimiser step of every run (see :mod:`mmlab.methods.base` for the hooks' order): the device's
     part eagerly, or replayed by ``captured`` (:class:`~mmlab.training.graph.CapturedSteps`) for a full,
     non-probe batch; then the host's part."""
@@ -637,11 +650,10 @@ def _train_step(runs: list[_Run], batches, stacked, autocast, check_every: int, 
                              "train its runs one at a time (no stacking)")
         for k, substep in enumerate(substeps):
             runs[0].state.substep = substep
-            _device_step(runs, batches, stacked, autocast, check_every, log_learning_speeds, probe and k == 0,
-                         count=k == len(substeps) - 1)
+            _device_step(runs, batches, settings, probe and k == 0, count=k == len(substeps) - 1)
         runs[0].state.substep = None
     elif captured is None or probe or not full:
-        _device_step(runs, batches, stacked, autocast, check_every, log_learning_speeds, probe)
+        _device_step(runs, batches, settings, probe)
     else:
         captured.step(batches)
     for run, (_, labels) in zip(runs, batches):
@@ -650,13 +662,14 @@ def _train_step(runs: list[_Run], batches, stacked, autocast, check_every: int, 
         run.seen += len(labels)
 
 
-def _device_step(runs: list[_Run], batches, stacked, autocast, check_every: int, log_learning_speeds,
-                 probe: bool, count: bool = True) -> None:
+def _device_step(runs: list[_Run], batches, settings: _StepSettings, probe: bool, count: bool = True) -> None:
     """The device's part of one step of every run: forward, losses, gradients, the method's gradient
-    hooks, the optimiser step and the step's logs. With ``check_every`` 0 it never waits for the
+    hooks, the optimiser step and the step's logs. With ``settings.check_every`` 0 it never waits for the
     device, so a CUDA graph can capture it (:mod:`mmlab.training.graph`); the host's part (step
     counters, ``on_step_end``) is :func:`_train_step`'s. ``count``: whether the step's correct predictions
     count towards the training accuracy (the last substep of a batch only)."""
+    stacked, autocast, check_every = settings.stacked, settings.autocast, settings.check_every
+    log_learning_speeds = settings.log_learning_speeds
     outputs, all_losses, totals = [], [], []
     with autocast:
         features = None
