@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 from conftest import straight_and_resumed, without_timing
 from mmlab.data.registry import get_dataset
 from mmlab.methods import Method, TrainState, build_method
-from mmlab.methods.valuation import coalition_correct, resample_copies, shapley_values
+from mmlab.methods.shapley import shapley_values
+from mmlab.methods.valuation import coalition_correct, resample_copies
 from mmlab.models import build_model
 from mmlab.training import train
 from mmlab.training.batches import ResidentBatches

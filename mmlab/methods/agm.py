@@ -45,7 +45,6 @@ it); a model whose encoders see each other (MMTM) gets the ``2^M`` passes.
 from __future__ import annotations
 
 import itertools
-import math
 from typing import Any, Mapping, Sequence
 
 import torch
@@ -53,6 +52,7 @@ import torch.nn.functional as F
 
 from ..models import ConcatFusion, ModelOutput, MultimodalClassifier
 from .base import Method, TrainState
+from .shapley import shapley_values
 
 
 @torch.no_grad()
@@ -108,21 +108,10 @@ def additive_coalition_outputs(model: MultimodalClassifier, inputs: Mapping[str,
 
 
 def shapley_outputs(coalitions: Mapping[frozenset, torch.Tensor], modalities: Sequence[str]) -> dict[str, torch.Tensor]:
-    """AGM's mono-modal responses: each modality's Shapley value in the game ``S -> f(S)``, plus
-    ``f({}) / M``, so that they sum to ``f(all)``."""
-    names = list(modalities)
-    count = len(names)
-    responses = {}
-    for m in names:
-        others = [k for k in names if k != m]
-        total = coalitions[frozenset()] / count
-        for size in range(count):
-            weight = math.factorial(size) * math.factorial(count - size - 1) / math.factorial(count)
-            for coalition in itertools.combinations(others, size):
-                with_m = frozenset(coalition) | {m}
-                total = total + weight * (coalitions[with_m] - coalitions[frozenset(coalition)])
-        responses[m] = total
-    return responses
+    """AGM's mono-modal responses: each modality's Shapley value in the game ``S -> f(S)``
+    (:func:`~mmlab.methods.shapley.shapley_values`), plus ``f({}) / M``, so that they sum to ``f(all)``."""
+    empty_share = coalitions[frozenset()] / len(modalities)
+    return {m: value + empty_share for m, value in shapley_values(coalitions, modalities).items()}
 
 
 def mono_modal_scores(responses: Mapping[str, torch.Tensor], labels: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -12,7 +12,7 @@ predicts its label: ``v_i(S) = 1[argmax f(z restricted to S) = y_i]``, and the e
     phi_i^m = sum_{S subset of M minus m} |S|! (|M| - |S| - 1)! / |M|!  [ v_i(S + m) - v_i(S) ],
 
 so the contributions of a sample sum to ``v_i(M)``: 1 for a sample the model gets right, 0 otherwise
-(:func:`shapley_values`). With two modalities ``phi^a = (v(a) + v(ab) - v(b)) / 2``, one of -1/2, 0, 1/2, 1.
+(:func:`mmlab.methods.shapley.shapley_values`). With two modalities ``phi^a = (v(a) + v(ab) - v(b)) / 2``, one of -1/2, 0, 1/2, 1.
 
 **The re-sampling.** Each epoch after ``warmup_epochs``, every training sample is valued with the model as it is
 (evaluation mode, the training split without augmentation), and for each modality ``m`` the epoch gains
@@ -41,34 +41,16 @@ Where this differs from its sources, by the book's choice or for want of a fact:
 from __future__ import annotations
 
 import itertools
-import math
 from typing import Mapping, Sequence
 
 import torch
 
 from ..models import MultimodalClassifier
 from .base import Method, TrainState
+from .shapley import shapley_values
 
 #: ``resample_copies``' thresholds: no copy at a contribution of 1, one above 0.4, two above -0.1, three below
 COPY_THRESHOLDS = (1.0, 0.4, -0.1)
-
-
-def shapley_values(values: Mapping[frozenset, torch.Tensor], modalities: Sequence[str]) -> dict[str, torch.Tensor]:
-    """Each modality's Shapley value in the game ``S -> values[S]`` (every subset of ``modalities`` a key,
-    the empty one included; tensors of one shape, e.g. ``[N]``, one game per sample)."""
-    names = list(modalities)
-    count = len(names)
-    contributions = {}
-    for m in names:
-        others = [k for k in names if k != m]
-        total = torch.zeros_like(values[frozenset(names)], dtype=torch.float64)
-        for size in range(count):
-            weight = math.factorial(size) * math.factorial(count - size - 1) / math.factorial(count)
-            for coalition in itertools.combinations(others, size):
-                gain = values[frozenset(coalition) | {m}].double() - values[frozenset(coalition)].double()
-                total = total + weight * gain
-        contributions[m] = total
-    return contributions
 
 
 @torch.no_grad()
