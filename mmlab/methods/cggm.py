@@ -84,9 +84,8 @@ class CGGM(Method):
     def losses(self, output: ModelOutput, labels: torch.Tensor, state: TrainState) -> dict[str, torch.Tensor]:
         terms = {"multimodal": F.cross_entropy(output.logits, labels)}
         heads = state.model.unimodal_heads
-        self._classifier_logits = {m: heads[m](output.features[m].detach()) for m in self.modality_order}
-        for m, logits in self._classifier_logits.items():
-            terms[f"unimodal/{m}"] = F.cross_entropy(logits, labels)  # reaches the classifier only
+        for m in self.modality_order:  # on detached features: the loss reaches the classifier only
+            terms[f"unimodal/{m}"] = F.cross_entropy(heads[m](output.features[m].detach()), labels)
         if self.coefficients is not None and self.direction_weight > 0:
             fusion = state.model.fusion
             weight = fusion.linear.weight
@@ -103,7 +102,8 @@ class CGGM(Method):
 
     def transform_gradients(self, output: ModelOutput, labels: torch.Tensor, state: TrainState) -> None:
         with torch.no_grad():
-            accuracy = torch.stack([(self._classifier_logits[m].argmax(1) == labels).float().mean()
+            # the forward pass's unimodal logits: the classifiers' own, on the same (not detached) features
+            accuracy = torch.stack([(output.unimodal_logits[m].argmax(1) == labels).float().mean()
                                     for m in self.modality_order])
             coefficients = improvement_coefficients(accuracy - self.previous_accuracy)
             self.previous_accuracy = accuracy
