@@ -156,4 +156,4 @@ def test_bad_options_are_named():
     with pytest.raises(ValueError, match="measured_on"):
         build_method("mslr", MODALITIES, measured_on="test")
     with pytest.raises(UnknownNameError, match="learning_rate_scales"):
-        _state(build_method("mslr", MODALITIES, learning_rate_scales={"depth": 2.0}))
+        build_method("mslr", MODALITIES, learning_rate_scales={"depth": 2.0})  # before any data loads

@@ -90,11 +90,15 @@ class MSLR(JointLoss):
         self.base_lr: float | None = None
         self.accuracies: dict[str, list[float]] = {}  # per modality, the last history_length accuracies
 
+    def modalities(self, available: Sequence[str]) -> list[str]:
+        """Every modality of the dataset; a scale for one it does not have is named here, before any data loads."""
+        for m in self.learning_rate_scales:
+            if m not in available:
+                raise UnknownNameError("modality", m, available, source="MSLR's learning_rate_scales")
+        return list(available)
+
     def setup(self, state: TrainState) -> None:
         modalities = list(state.groups.encoders)
-        for m in self.learning_rate_scales:
-            if m not in modalities:
-                raise UnknownNameError("modality", m, modalities, source="MSLR's learning_rate_scales")
         self.base_lr = state.param_group("shared")["lr"]
         for m in modalities:  # a resumed run's rates come back with the optimiser's state, after this
             state.param_group(f"encoder/{m}")["lr"] = self.base_lr * self.learning_rate_scales.get(m, 1.0)
