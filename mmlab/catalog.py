@@ -117,8 +117,7 @@ CATALOG: tuple[MethodEntry, ...] = (
     MethodEntry("Diagnosing & Re-learning", "Wei et al., ECCV 2024", CH6, "re-initialise each encoder softly, in "
                 "proportion to how separable its features already are", "relearning", cite="wei2024diagnosing",
                 balancebenchmark="ReLearning"),
-    # named by an issue, not built yet: MethodEntry(name, paper, chapter, idea) without a registry id
-    # the GeWu tutorial (seed 001) names these four with their papers and their ideas in a sentence each
+    # a method named by an issue and not built yet goes here: MethodEntry(name, paper, chapter, idea), no registry id
 )
 
 

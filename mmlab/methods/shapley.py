@@ -26,16 +26,16 @@ def shapley_values(values: Mapping[frozenset, torch.Tensor], players: Sequence[s
     coalition is right, has values -1/2, 0, 1/2, 1 for two players)."""
     names = list(players)
     count = len(names)
-    if dtype is None and not values[frozenset(names)].is_floating_point():
-        dtype = torch.float64
-    cast = (lambda t: t) if dtype is None else (lambda t: t.to(dtype))
+    full = values[frozenset(names)]
+    dtype = dtype or (full.dtype if full.is_floating_point() else torch.float64)
     contributions = {}
     for m in names:
         others = [k for k in names if k != m]
-        total = torch.zeros_like(cast(values[frozenset(names)]))
+        total = torch.zeros_like(full, dtype=dtype)
         for size in range(count):
             weight = math.factorial(size) * math.factorial(count - size - 1) / math.factorial(count)
             for coalition in itertools.combinations(others, size):
-                total = total + weight * (cast(values[frozenset(coalition) | {m}]) - cast(values[frozenset(coalition)]))
+                gain = values[frozenset(coalition) | {m}].to(dtype) - values[frozenset(coalition)].to(dtype)
+                total = total + weight * gain
         contributions[m] = total
     return contributions
